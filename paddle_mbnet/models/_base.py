@@ -1,0 +1,57 @@
+"""What MobileNetV1 and V2 share: argument checks, the classifier head, forward."""
+from __future__ import annotations
+
+import numbers
+
+import paddle
+from paddle import nn
+
+from ..layers import check_depthwise, check_input, resolve_depthwise
+
+
+def check_table(rows, header: str, name: str) -> None:
+    """Fail loudly on a malformed architecture table, showing the bad row."""
+    width = len(header.split(","))
+    if not rows:
+        raise ValueError(f"{name}: the architecture table is empty")
+    for row in rows:
+        if len(row) != width or not all(isinstance(v, numbers.Integral) and v > 0 for v in row):
+            raise ValueError(f"{name}: table row {row!r} must be {width} positive integers ({header})")
+        if row[-1] not in (1, 2):
+            raise ValueError(f"{name}: table row {row!r} has stride {row[-1]}; strides are 1 or 2")
+
+
+class MobileNetBase(nn.Layer):
+    """Subclasses build ``self.features`` and return the width of its output."""
+
+    def __init__(self, scale, num_classes, with_pool, depthwise):
+        super().__init__()
+        if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not scale > 0:
+            raise ValueError(f"scale (width multiplier) must be a number > 0, got {scale!r}; "
+                             f"the papers use 1.0, 0.75, 0.5, 0.25")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 0:
+            raise ValueError(f"num_classes must be an integer >= 0 (0 drops the classifier), got {num_classes!r}")
+        self.scale = float(scale)
+        self.num_classes = int(num_classes)
+        self.with_pool = with_pool
+        self.depthwise = check_depthwise(depthwise)
+        self.depthwise_impl = resolve_depthwise(depthwise)
+        self.min_input_size = 1
+        self._size_hint = ""
+
+    def _make_head(self, channels: int, dropout: float = 0.0) -> None:
+        self.out_channels = channels
+        if self.with_pool:
+            self.pool = nn.AdaptiveAvgPool2D(1)
+        if self.num_classes > 0:
+            fc = nn.Linear(channels, self.num_classes)
+            self.classifier = nn.Sequential(nn.Dropout(dropout), fc) if dropout > 0 else fc
+
+    def forward(self, x):
+        check_input(x, self.min_input_size, type(self).__name__, self._size_hint)
+        x = self.features(x)
+        if self.with_pool:
+            x = self.pool(x)
+        if self.num_classes > 0:
+            x = self.classifier(paddle.flatten(x, 1))
+        return x
