@@ -58,6 +58,7 @@ class DepthwiseConv2D(nn.Conv2D):
         super().__init__(channels, channels, kernel_size, stride=stride,
                          padding=(kernel_size - 1) // 2, groups=channels, bias_attr=False)
         self.impl = impl
+        self._dw_stride, self._dw_padding = stride, (kernel_size - 1) // 2
 
     def forward(self, x):
         # Static graphs (jit.to_static / export) always take paddle's kernel, so
@@ -65,7 +66,7 @@ class DepthwiseConv2D(nn.Conv2D):
         if self.impl == "custom" and paddle.in_dynamic_mode() and x.place.is_cpu_place():
             from .ops import depthwise_conv2d
 
-            return depthwise_conv2d(x, self.weight, stride=self._stride[0], padding=self._padding[0])
+            return depthwise_conv2d(x, self.weight, stride=self._dw_stride, padding=self._dw_padding)
         return super().forward(x)
 
 
