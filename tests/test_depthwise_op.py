@@ -74,10 +74,12 @@ def test_models_train_the_same_with_either_kernel(name):
         (y ** 2).mean().backward()
         outs.append((y.numpy(), [p.grad.numpy() for p in m.parameters() if not p.stop_gradient]))
     _close(outs[0][0], outs[1][0])
-    # Round-off differences (1e-7) grow through ~30 BatchNorm layers on a batch of 4; the
-    # op-level test above holds the 1e-4 bound, this one catches wiring mistakes.
+    # Round-off differences (1e-7) grow through ~30 BatchNorm layers on a batch of 4, and
+    # some gradients are ~0 in exact arithmetic (the bias of a BN that feeds another BN),
+    # so compare against the largest gradient; the op-level test holds the 1e-4 bound.
+    top = max(np.abs(b).max() for b in outs[1][1])
     for a, b in zip(outs[0][1], outs[1][1]):
-        _close(a, b, rtol=2e-3)
+        assert np.abs(a - b).max() < 1e-3 * top
 
 
 def test_export_falls_back_to_paddle_kernel(tmp_path):
