@@ -59,27 +59,34 @@ def test_auto_picks_the_custom_op_on_cpu():
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2"])
-def test_models_train_the_same_with_either_kernel(name):
+def test_models_train_as_accurately_with_either_kernel(name):
+    """Gradients of a whole net through ~30 BatchNorms on a batch of 4 are ill-conditioned:
+    float32 round-off alone moves them by ~1 %. So both float32 kernels are compared with a
+    float64 run, and ours must be no further from it than paddle's own kernel (plus slack)."""
     paddle.seed(3)
-    custom = pm.build_model(name, num_classes=10, small_input=True, scale=0.5, depthwise="custom")
-    plain = pm.build_model(name, num_classes=10, small_input=True, scale=0.5, depthwise="paddle")
+    kw = dict(num_classes=10, small_input=True, scale=0.5)
+    custom = pm.build_model(name, depthwise="custom", **kw)
+    plain = pm.build_model(name, depthwise="paddle", **kw)
+    exact = pm.build_model(name, depthwise="paddle", **kw)
     plain.set_state_dict(custom.state_dict())
-    for m in (custom, plain):
-        m.train()
+    exact.set_state_dict(custom.state_dict())
+    exact.to(dtype="float64")
     x = paddle.randn([4, 3, 32, 32])
-    outs = []
-    for m in (custom, plain):
+    results = []
+    for m in (custom, plain, exact):
+        m.train()
         paddle.seed(5)  # same dropout mask
-        y = m(x)
+        y = m(x.astype(m.parameters()[0].dtype))
         (y ** 2).mean().backward()
-        outs.append((y.numpy(), [p.grad.numpy() for p in m.parameters() if not p.stop_gradient]))
-    _close(outs[0][0], outs[1][0])
-    # Round-off differences (1e-7) grow through ~30 BatchNorm layers on a batch of 4, and
-    # some gradients are ~0 in exact arithmetic (the bias of a BN that feeds another BN),
-    # so compare against the largest gradient; the op-level test holds the 1e-4 bound.
-    top = max(np.abs(b).max() for b in outs[1][1])
-    for a, b in zip(outs[0][1], outs[1][1]):
-        assert np.abs(a - b).max() < 1e-3 * top
+        results.append((y.numpy().astype("float64"),
+                        [p.grad.numpy().astype("float64") for p in m.parameters() if not p.stop_gradient]))
+    _close(results[0][0], results[2][0])
+
+    def error(k):
+        return max(np.abs(a - b).max() for a, b in zip(results[k][1], results[2][1]))
+
+    top = max(np.abs(g).max() for g in results[2][1])
+    assert error(0) <= 2 * error(1) + 1e-4 * top
 
 
 def test_export_falls_back_to_paddle_kernel(tmp_path):
