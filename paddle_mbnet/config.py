@@ -1,0 +1,140 @@
+"""Training configuration: schema defaults <- YAML file <- ``-o Section.key=value`` overrides.
+
+Sections follow PaddleClas (Global, Arch, Optimizer, DataLoader). Every key has
+a default and a type here; a YAML file holds only what differs. Unknown keys
+and values of the wrong type are errors naming the key and the valid choices.
+Override values are parsed as YAML scalars (``yaml.safe_load``), never eval'ed.
+This module imports no paddle, so tools can read the thread count before paddle
+starts its thread pools.
+"""
+from __future__ import annotations
+
+import copy
+import os
+
+import yaml
+
+SCHEMA: dict[str, dict] = {
+    "Global": {
+        "output_dir": "output/mbv1_cifar",
+        "epochs": 60,
+        "seed": 42,
+        "device": "auto",  # cpu | gpu | auto (gpu when paddle sees one)
+        "resume": "",  # run dir or checkpoint file to continue from
+        "num_threads": 0,  # CPU threads for paddle and OpenMP; 0 = leave the default
+        "amp": False,  # mixed precision (GPU only)
+        "to_static": False,  # paddle.jit.to_static for the training step
+        "log_interval": 20,  # steps between progress-bar and VisualDL updates
+        "eval_test": True,  # evaluate the test set after every epoch (reported, never used for selection)
+    },
+    "Arch": {
+        "name": "mobilenet_v1",
+        "num_classes": 10,
+        "scale": 1.0,
+        "small_input": True,
+        "depthwise": "auto",  # auto | custom | paddle
+        "pretrained": "",  # path to a .pdparams file ("" = random init)
+    },
+    "Optimizer": {
+        "name": "Adam",  # Adam | AdamW | Momentum
+        "lr": 0.001,
+        "weight_decay": 0.0001,
+        "momentum": 0.9,  # Momentum only
+        "schedule": "cosine",  # constant | cosine | step
+        "warmup_epochs": 1,
+        "step_size": 30,  # epochs between decays, schedule=step
+        "gamma": 0.1,  # decay factor, schedule=step
+        "label_smoothing": 0.0,
+    },
+    "DataLoader": {
+        "data_file": "",  # cifar-10-python.tar.gz; "" = download with paddle.vision
+        "batch_size": 128,
+        "num_workers": 2,
+        "image_size": 32,
+        "val_size": 5000,  # training images held out for validation (model selection); 0 = none
+        "normalize": "cifar",  # cifar | imagenet
+        "augment": True,  # random crop (4 px padding) + horizontal flip
+    },
+}
+
+CHOICES = {
+    ("Global", "device"): ("cpu", "gpu", "auto"),
+    ("Arch", "depthwise"): ("auto", "custom", "paddle"),
+    ("Optimizer", "name"): ("Adam", "AdamW", "Momentum"),
+    ("Optimizer", "schedule"): ("constant", "cosine", "step"),
+    ("DataLoader", "normalize"): ("cifar", "imagenet"),
+}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _check_value(section: str, key: str, value):
+    if section not in SCHEMA:
+        raise ConfigError(f"unknown config section {section!r}; valid sections: {', '.join(SCHEMA)}")
+    if key not in SCHEMA[section]:
+        raise ConfigError(f"unknown config key {section}.{key}; valid keys in {section}: "
+                          f"{', '.join(SCHEMA[section])}")
+    default = SCHEMA[section][key]
+    kind = type(default)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if kind is str and value is None:
+        value = ""
+    if type(value) is not kind:
+        raise ConfigError(f"{section}.{key} must be a {kind.__name__} (like {default!r}), "
+                          f"got {value!r} ({type(value).__name__})")
+    choices = CHOICES.get((section, key))
+    if choices and value not in choices:
+        raise ConfigError(f"{section}.{key}={value!r} is not one of {', '.join(map(repr, choices))}")
+    return value
+
+
+def _merge(cfg: dict, updates: dict, origin: str) -> None:
+    if not isinstance(updates, dict):
+        raise ConfigError(f"{origin}: expected a mapping of sections, got {type(updates).__name__}")
+    for section, values in updates.items():
+        if section not in SCHEMA:
+            _check_value(section, "", None)
+        if not isinstance(values, dict):
+            raise ConfigError(f"{origin}: section {section} must be a mapping of keys, got {values!r}")
+        for key, value in values.items():
+            cfg[section][key] = _check_value(section, key, value)
+
+
+def parse_override(text: str) -> tuple[str, str, object]:
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ConfigError(f"override {text!r} must look like Section.key=value, e.g. Global.epochs=10")
+    path, raw = text.split("=", 1)
+    section, key = path.split(".", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(SCHEMA.get(section, {}).get(key), str) and not isinstance(value, str) and value is not None:
+        value = raw  # a path or name that YAML would read as a number stays a string
+    return section, key, value
+
+
+def load_config(path: str | None = None, overrides=()) -> dict:
+    """Defaults, then the YAML file at ``path``, then ``Section.key=value`` overrides."""
+    cfg = copy.deepcopy(SCHEMA)
+    if path:
+        if not os.path.isfile(path):
+            raise ConfigError(f"config file {path!r} does not exist; see configs/ for examples")
+        with open(path) as f:
+            try:
+                data = yaml.safe_load(f) or {}
+            except yaml.YAMLError as e:
+                raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        _merge(cfg, data, path)
+    for text in overrides:
+        section, key, value = parse_override(text)
+        cfg[section][key] = _check_value(section, key, value)
+    return cfg
+
+
+def save_config(cfg: dict, path: str) -> None:
+    with open(path, "w") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)

@@ -1,0 +1,152 @@
+"""CIFAR-10 through ``paddle.vision.datasets.Cifar10``: train / val / test splits and transforms.
+
+The validation split is carved from the training set with a permutation fixed
+by the seed; it selects the best checkpoint. The test set is only reported.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import tarfile
+import zlib
+from urllib.parse import urlparse
+
+import numpy as np
+import paddle
+from paddle.vision import transforms as T
+from paddle.vision.datasets import Cifar10
+
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+MEAN_STD = {
+    "cifar": ([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]),
+    "imagenet": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+}
+BUILD_HINT = "offline, build one from the JPEG copy with: python ../shared/datasets/build_cifar10.py"
+
+
+class DataError(RuntimeError):
+    pass
+
+
+def build_transform(image_size: int, normalize: str, train: bool, augment: bool = True):
+    mean, std = MEAN_STD[normalize]
+    ops = []
+    if image_size != 32:
+        ops.append(T.Resize(image_size))
+    if train and augment:
+        ops += [T.RandomCrop(image_size, padding=4 * image_size // 32), T.RandomHorizontalFlip()]
+    ops += [T.ToTensor(), T.Normalize(mean, std)]
+    return T.Compose(ops)
+
+
+def _default_archive() -> str:
+    """Where paddle.vision's Cifar10 downloads to (and looks first)."""
+    from paddle.dataset.common import DATA_HOME
+
+    return os.path.join(DATA_HOME, "cifar", "cifar-10-python.tar.gz")
+
+
+def resolve_data_file(data_file: str) -> str | None:
+    """Path for Cifar10(data_file=...), or None to let paddle download; fail fast when that cannot work."""
+    override = "-o DataLoader.data_file=/path/to/cifar-10-python.tar.gz"
+    if data_file:
+        data_file = os.path.expanduser(data_file)
+        if not os.path.isfile(data_file):
+            raise DataError(f"CIFAR-10 archive {data_file!r} does not exist; pass the right path with {override} "
+                            f"({BUILD_HINT})")
+        return data_file
+    if os.path.isfile(_default_archive()):
+        return None
+    from paddle.vision.datasets.cifar import URL_PREFIX
+
+    host = urlparse(URL_PREFIX).hostname
+    try:  # paddle's downloader retries; offline we want one clear error at once
+        socket.create_connection((host, 443), timeout=5).close()
+    except OSError as e:
+        raise DataError(f"CIFAR-10 is not in {_default_archive()} and {host} cannot be reached ({e}); "
+                        f"pass a local archive with {override} ({BUILD_HINT})") from None
+    return None
+
+
+def load_cifar10(data_file: str, mode: str) -> Cifar10:
+    path = resolve_data_file(data_file)
+    where = path or _default_archive()
+    fix = f"re-download it or pass another with -o DataLoader.data_file=... ({BUILD_HINT})"
+    try:
+        dataset = Cifar10(data_file=path, mode=mode, transform=None, download=True, backend="pil")
+    except (tarfile.TarError, EOFError, pickle.UnpicklingError, KeyError, ValueError, OSError,
+            AssertionError, zlib.error) as e:
+        raise DataError(f"{where!r} is not a readable CIFAR-10 archive ({type(e).__name__}: {e}); {fix}") from None
+    if len(dataset) == 0:
+        raise DataError(f"{where!r} holds no CIFAR-10 {mode} batches; {fix}")
+    return dataset
+
+
+class CifarSplit(paddle.io.Dataset):
+    """A subset of a Cifar10 dataset with its own transform."""
+
+    def __init__(self, base: Cifar10, indices, transform):
+        self.base, self.indices, self.transform = base, np.asarray(indices), transform
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        image, label = self.base[int(self.indices[i])]
+        return self.transform(image), np.asarray(label, dtype="int64").reshape([1])
+
+    def labels(self) -> np.ndarray:
+        return np.array([int(self.base.data[int(i)][1]) for i in self.indices], dtype="int64")
+
+
+def build_datasets(dl_cfg: dict, seed: int):
+    """(train, val or None, test) datasets from the DataLoader config section."""
+    size, norm, aug = dl_cfg["image_size"], dl_cfg["normalize"], dl_cfg["augment"]
+    if size < 1:
+        raise DataError(f"DataLoader.image_size must be >= 1, got {size}")
+    train_base = load_cifar10(dl_cfg["data_file"], "train")
+    test_base = load_cifar10(dl_cfg["data_file"], "test")
+    n, val_size = len(train_base), dl_cfg["val_size"]
+    if not 0 <= val_size < n:
+        raise DataError(f"DataLoader.val_size={val_size} must be in [0, {n - 1}] for {n} training images")
+    order = np.random.RandomState(seed).permutation(n)
+    train_tf = build_transform(size, norm, train=True, augment=aug)
+    eval_tf = build_transform(size, norm, train=False)
+    train = CifarSplit(train_base, np.sort(order[val_size:]), train_tf)
+    val = CifarSplit(train_base, np.sort(order[:val_size]), eval_tf) if val_size else None
+    test = CifarSplit(test_base, np.arange(len(test_base)), eval_tf)
+    return train, val, test
+
+
+def write_tiny_cifar10(path: str, n_train: int = 64, n_test: int = 32, seed: int = 0, learnable: bool = True) -> str:
+    """Write a small archive in the official CIFAR-10 layout (for tests, smoke runs and notebooks).
+
+    With ``learnable`` each class gets its own mean colour, so a model can fit it quickly.
+    """
+    rng = np.random.RandomState(seed)
+
+    def batch(n, name):
+        labels = rng.randint(0, 10, size=n)
+        data = rng.randint(0, 256, size=(n, 3072)).astype(np.int64)
+        if learnable:
+            tint = (np.arange(10)[:, None] * 25 + np.array([0, 80, 160])[None, :]) % 256
+            data = (data // 4 + np.repeat(tint[labels], 1024, axis=1) * 3 // 4)
+        return {b"batch_label": name.encode(), b"labels": labels.tolist(),
+                b"data": data.astype(np.uint8), b"filenames": [f"{i}.png".encode() for i in range(n)]}
+
+    import io
+
+    def add(tar, name, obj):
+        payload = pickle.dumps(obj, protocol=2)
+        info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+
+    per = max(1, n_train // 5)
+    with tarfile.open(path, "w:gz") as tar:
+        for i in range(5):
+            add(tar, f"data_batch_{i + 1}", batch(per, f"training batch {i + 1} of 5"))
+        add(tar, "test_batch", batch(n_test, "testing batch 1 of 1"))
+        add(tar, "batches.meta", {b"label_names": [c.encode() for c in CLASSES]})
+    return path
