@@ -112,8 +112,14 @@ def parse_override(text: str) -> tuple[str, str, object]:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError:
         value = raw
-    if isinstance(SCHEMA.get(section, {}).get(key), str) and not isinstance(value, str) and value is not None:
+    default = SCHEMA.get(section, {}).get(key)
+    if isinstance(default, str) and not isinstance(value, str) and value is not None:
         value = raw  # a path or name that YAML would read as a number stays a string
+    if isinstance(default, float) and isinstance(value, str):
+        try:
+            value = float(value)  # YAML 1.1 reads "3e-4" (no dot) as a string
+        except ValueError:
+            pass
     return section, key, value
 
 
@@ -129,6 +135,14 @@ def load_config(path: str | None = None, overrides=()) -> dict:
             except yaml.YAMLError as e:
                 raise ConfigError(f"{path} is not valid YAML: {e}") from None
         _merge(cfg, data, path)
+    return apply_overrides(cfg, overrides)
+
+
+def apply_overrides(cfg: dict, overrides=()) -> dict:
+    """Apply ``Section.key=value`` strings to ``cfg`` in place (keys missing from ``cfg`` get their defaults)."""
+    for section, values in SCHEMA.items():
+        for key, default in values.items():
+            cfg.setdefault(section, {}).setdefault(key, copy.deepcopy(default))
     for text in overrides:
         section, key, value = parse_override(text)
         cfg[section][key] = _check_value(section, key, value)

@@ -205,9 +205,25 @@ def _atomic_save(obj, path):
     os.replace(tmp, path)
 
 
+def _rename_optimizer_state(opt_state: dict, layer, to_structured: bool) -> dict:
+    """Key optimizer accumulators by structured parameter names ("features.0.0.weight_moment1_0")
+    instead of paddle's generated ones ("conv2d_70.w_0_moment1_0"), which depend on how many
+    layers the process built before, so a checkpoint loads into any new process or model."""
+    pairs = [(p.name, n) for n, p in layer.named_parameters()]
+    if not to_structured:
+        pairs = [(n, p) for p, n in pairs]
+    pairs.sort(key=lambda pair: -len(pair[0]))
+    out = {}
+    for key, value in opt_state.items():
+        new = next((b + key[len(a):] for a, b in pairs if key.startswith(a + "_")), key)
+        out[new] = value
+    return out
+
+
 def save_checkpoint(path, model, optimizer, scheduler, scaler, state, cfg):
     layer = getattr(model, "_layers", model)  # unwrap DataParallel
-    _atomic_save({"model": layer.state_dict(), "optimizer": optimizer.state_dict(),
+    opt_state = _rename_optimizer_state(optimizer.state_dict(), layer, to_structured=True)
+    _atomic_save({"model": layer.state_dict(), "optimizer": opt_state,
                   "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
                   "epoch": state["epoch"], "step": state["step"], "batches_done": state["batches_done"],
                   "best_val_acc": state["best_val_acc"], "best_epoch": state["best_epoch"],
@@ -308,8 +324,9 @@ def main(cfg, progress=True) -> dict:
     metrics_path = os.path.join(out, "metrics.json")
     if ckpt is not None:
         try:
-            getattr(model, "_layers", model).set_state_dict(ckpt["model"])
-            optimizer.set_state_dict(ckpt["optimizer"])
+            layer = getattr(model, "_layers", model)
+            layer.set_state_dict(ckpt["model"])
+            optimizer.set_state_dict(_rename_optimizer_state(ckpt["optimizer"], layer, to_structured=False))
         except Exception as e:  # noqa: BLE001
             raise CheckpointError(f"{ckpt['path']} does not fit this config ({e}); resume with the config "
                                   f"the run was started with (saved as config.yaml in its directory)") from None

@@ -1,0 +1,173 @@
+"""train -> checkpoint -> resume -> eval -> predict -> export on a tiny generated CIFAR-10 archive."""
+import glob
+import itertools
+import json
+import os
+
+import numpy as np
+import paddle
+import pytest
+
+from paddle_mbnet import trainer
+from paddle_mbnet.config import load_config
+from paddle_mbnet.data import DataError, build_datasets, write_tiny_cifar10
+from helpers import run_tool
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    return write_tiny_cifar10(str(tmp_path_factory.mktemp("data") / "cifar-10-python.tar.gz"), 80, 24)
+
+
+def _cfg(archive, out, epochs=2, **extra):
+    overrides = [f"DataLoader.data_file={archive}", f"Global.output_dir={out}", f"Global.epochs={epochs}",
+                 "DataLoader.batch_size=16", "DataLoader.val_size=16", "DataLoader.num_workers=0",
+                 "Arch.scale=0.25", "Global.device=cpu", "Optimizer.warmup_epochs=1"]
+    overrides += [f"{k.replace('__', '.')}={v}" for k, v in extra.items()]
+    return load_config("configs/mbv2_cifar.yaml", overrides)
+
+
+def _weights(path):
+    return {k: v.numpy() for k, v in paddle.load(path)["model"].items()}
+
+
+@pytest.fixture(scope="module")
+def full_run(archive, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("full"))
+    summary = trainer.main(_cfg(archive, out), progress=False)
+    return out, summary
+
+
+def test_run_directory_contents(full_run):
+    out, summary = full_run
+    for name in ("config.yaml", "last.pdckpt", "best.pdckpt", "metrics.json", "curves.png", "run_summary.json"):
+        assert os.path.isfile(os.path.join(out, name)), name
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    assert [m["epoch"] for m in metrics] == [1, 2]
+    assert all(0 <= m["val_acc"] <= 1 and m["train_ips"] > 0 for m in metrics)
+    assert summary["finished"] and summary["epochs_done"] == 2
+    assert summary["best_val_acc"] == max(m["val_acc"] for m in metrics)
+    ckpt = paddle.load(os.path.join(out, "last.pdckpt"))
+    assert {"model", "optimizer", "scheduler", "epoch", "step", "config", "seed"} <= set(ckpt)
+    assert ckpt["epoch"] == 2 and ckpt["step"] == 8  # 64 training images / 16
+
+
+def _interrupt_on_call(monkeypatch, call, batches=0):
+    """Make train_one_epoch raise KeyboardInterrupt (as Ctrl-C would) on its ``call``-th call,
+    after training ``batches`` batches of that epoch."""
+    real = trainer.train_one_epoch
+    calls = {"n": 0}
+
+    def patched(model, loader, optimizer, scheduler, state, cfg, *a, **k):
+        calls["n"] += 1
+        if calls["n"] != call:
+            return real(model, loader, optimizer, scheduler, state, cfg, *a, **k)
+        # An abandoned loader iterator keeps a prefetch thread drawing random numbers, so
+        # only touch the loader when batches are wanted (the weight comparison uses none).
+        for images, labels in (itertools.islice(loader, batches) if batches else ()):
+            loss = paddle.nn.functional.cross_entropy(model(images), labels)
+            loss.backward()
+            optimizer.step()
+            optimizer.clear_grad()
+            scheduler.step()
+            state["step"] += 1
+            state["batches_done"] += 1
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "train_one_epoch", patched)
+    return real
+
+
+def test_resume_matches_uninterrupted_run(archive, full_run, tmp_path, monkeypatch):
+    out_full, _ = full_run
+    out = str(tmp_path / "resumed")
+    real = _interrupt_on_call(monkeypatch, 2)  # stopped right after epoch 1
+    with pytest.raises(KeyboardInterrupt):
+        trainer.main(_cfg(archive, out), progress=False)
+    assert paddle.load(os.path.join(out, "last.pdckpt"))["epoch"] == 1
+    monkeypatch.setattr(trainer, "train_one_epoch", real)
+    trainer.main(_cfg(archive, out, Global__resume=out), progress=False)
+    a, b = _weights(os.path.join(out_full, "last.pdckpt")), _weights(os.path.join(out, "last.pdckpt"))
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    assert [m["epoch"] for m in metrics] == [1, 2]
+
+
+def test_a_different_seed_gives_different_weights(archive, full_run, tmp_path):
+    out_full, _ = full_run
+    trainer.main(_cfg(archive, str(tmp_path), epochs=2, Global__seed=7), progress=False)
+    a, b = _weights(os.path.join(out_full, "last.pdckpt")), _weights(os.path.join(str(tmp_path), "last.pdckpt"))
+    assert any(not np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_ctrl_c_mid_epoch_saves_a_checkpoint_that_resumes(archive, tmp_path, monkeypatch):
+    out = str(tmp_path)
+    real = _interrupt_on_call(monkeypatch, 2, batches=1)  # Ctrl-C one batch into epoch 2
+    with pytest.raises(KeyboardInterrupt):
+        trainer.main(_cfg(archive, out), progress=False)
+    ckpt = paddle.load(os.path.join(out, "last.pdckpt"))
+    assert ckpt["epoch"] == 1 and ckpt["batches_done"] == 1
+    monkeypatch.setattr(trainer, "train_one_epoch", real)
+    summary = trainer.main(_cfg(archive, out, Global__resume=out), progress=False)
+    assert summary["finished"]
+    assert paddle.load(os.path.join(out, "last.pdckpt"))["step"] == 8  # 1 + the 3 batches left of epoch 2
+
+
+def test_vdl_logs_hold_the_curves(full_run):
+    from visualdl import LogReader
+
+    out, _ = full_run
+    files = glob.glob(os.path.join(out, "vdl", "vdlrecords*"))
+    assert files
+    reader = LogReader(file_path=files[0])
+    tags = set(reader.get_tags()["scalar"])
+    assert {"train/loss", "train/acc", "val/acc", "val/loss", "test/acc", "test/loss", "lr", "train/ips"} <= tags
+    assert [s.id for s in reader.get_data("scalar", "val/acc")] == [1, 2]
+
+
+def test_eval_predict_export_tools(full_run, tmp_path):
+    out, summary = full_run
+    proc = run_tool("eval.py", out)
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("test_acc=")
+    result = json.load(open(os.path.join(out, "eval.json")))
+    assert abs(float(last.split("=")[1]) - result["test_acc"]) < 1e-6
+    assert np.array(result["confusion"]).sum() == 24
+    assert result["test_acc"] == pytest.approx(summary["test_acc_at_best"], abs=1e-6)  # eval.py reads best.pdckpt
+
+    from PIL import Image
+
+    img = tmp_path / "x.png"
+    Image.fromarray(np.random.RandomState(0).randint(0, 255, (40, 50, 3), dtype=np.uint8)).save(img)
+    fig = tmp_path / "fig.png"
+    proc = run_tool("predict.py", out, img, "--cifar-test", 3, "--topk", 2, "--figure", fig)
+    lines = [line for line in proc.stdout.splitlines() if ":" in line and "figure" not in line]
+    assert len(lines) == 4 and "(true: " in lines[-1]
+    assert fig.stat().st_size > 1000
+
+    proc = run_tool("export.py", out, "--out", tmp_path / "inf")
+    diff = float(proc.stdout.strip().split("max abs diff")[-1])
+    assert diff < 1e-4
+
+
+def test_missing_and_corrupt_archives(tmp_path):
+    cfg = load_config(None, [f"DataLoader.data_file={tmp_path}/nope.tar.gz"])
+    with pytest.raises(DataError, match="does not exist.*-o DataLoader.data_file="):
+        build_datasets(cfg["DataLoader"], 0)
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(b"this is not a tar archive" * 100)
+    cfg = load_config(None, [f"DataLoader.data_file={bad}"])
+    with pytest.raises(DataError, match="not a readable CIFAR-10 archive"):
+        build_datasets(cfg["DataLoader"], 0)
+
+
+def test_cli_data_and_checkpoint_errors(tmp_path):
+    proc = run_tool("train.py", "-c", "configs/mbv1_cifar.yaml", "-o", f"DataLoader.data_file={tmp_path}/x.tar.gz",
+                    "-o", f"Global.output_dir={tmp_path}/o", check=False)
+    assert proc.returncode != 0 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+    bad = tmp_path / "last.pdckpt"
+    bad.write_bytes(b"garbage")
+    proc = run_tool("eval.py", tmp_path, check=False)
+    assert proc.returncode != 0 and "cannot read checkpoint" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,58 @@
+"""Evaluate a trained run on the CIFAR-10 test set.
+
+    python tools/eval.py <run dir or checkpoint> [-o DataLoader.data_file=...]
+
+Prints overall and per-class accuracy and the confusion matrix, writes them to
+eval.json beside the checkpoint; the last line printed is ``test_acc=<float>``.
+"""
+import argparse
+import json
+import os
+import sys
+
+import _bootstrap
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", help="run directory (best.pdckpt, else last.pdckpt) or checkpoint file")
+    p.add_argument("-o", "--override", action="append", default=[], metavar="Section.key=value")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = default)")
+    args = p.parse_args(argv)
+    _bootstrap.set_threads(args.threads)
+    import numpy as np
+    from paddle.io import DataLoader
+
+    from paddle_mbnet import trainer
+    from paddle_mbnet.config import ConfigError
+    from paddle_mbnet.data import CLASSES, DataError, build_transform, load_cifar10, CifarSplit
+
+    try:
+        cfg, model, ckpt = _bootstrap.load_run(args.run, args.override)
+        dl = cfg["DataLoader"]
+        base = load_cifar10(dl["data_file"], "test")
+    except (trainer.CheckpointError, ConfigError, DataError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    trainer.select_device(cfg["Global"]["device"])
+    test = CifarSplit(base, np.arange(len(base)), build_transform(dl["image_size"], dl["normalize"], train=False))
+    loader = DataLoader(test, batch_size=dl["batch_size"], shuffle=False, num_workers=dl["num_workers"])
+    r = trainer.evaluate(model, loader, return_predictions=True)
+    k = cfg["Arch"]["num_classes"]
+    confusion = np.zeros((k, k), dtype=int)
+    np.add.at(confusion, (r["true"], r["pred"]), 1)
+    per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
+    names = list(CLASSES) if k == len(CLASSES) else [str(i) for i in range(k)]
+    print(f"checkpoint {ckpt['path']} (epoch {ckpt['epoch']}), {len(test)} test images")
+    for name, acc in zip(names, per_class):
+        print(f"  {name:>10s}  {acc:.4f}")
+    print("confusion matrix (rows: true, columns: predicted):")
+    print("\n".join(" ".join(f"{v:5d}" for v in row) for row in confusion))
+    result = {"checkpoint": ckpt["path"], "epoch": ckpt["epoch"], "test_acc": r["acc"], "test_loss": r["loss"],
+              "per_class_acc": dict(zip(names, per_class.tolist())), "confusion": confusion.tolist()}
+    with open(os.path.join(os.path.dirname(ckpt["path"]), "eval.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"test_acc={r['acc']:.6f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""Export a trained run to a Paddle inference model and check it against the dynamic model.
+
+    python tools/export.py <run dir or checkpoint> [--out DIR]
+
+Writes DIR/inference.{json|pdmodel,pdiparams} (default <run dir>/inference),
+loads it with paddle.inference and prints the largest output difference.
+"""
+import argparse
+import os
+import sys
+
+import _bootstrap
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", help="run directory or checkpoint file")
+    p.add_argument("--out", help="output directory (default: <run dir>/inference)")
+    p.add_argument("--no-onednn", action="store_true", help="check with plain CPU kernels instead of oneDNN")
+    args = p.parse_args(argv)
+    import numpy as np
+    import paddle
+
+    from paddle_mbnet import deploy, trainer
+
+    try:
+        cfg, model, ckpt = _bootstrap.load_run(args.run)
+    except trainer.CheckpointError as e:
+        sys.exit(f"error: {e}")
+    size = cfg["DataLoader"]["image_size"]
+    out = args.out or os.path.join(os.path.dirname(ckpt["path"]), "inference")
+    prefix = deploy.export(model, os.path.join(out, "inference"), size)
+    x = np.random.RandomState(0).randn(2, 3, size, size).astype("float32")
+    want = model(paddle.to_tensor(x)).numpy()
+    got = deploy.run_predictor(deploy.create_predictor(prefix, onednn=not args.no_onednn), x)
+    diff = float(np.abs(got - want).max())
+    print(f"exported {prefix} (input [N, 3, {size}, {size}]); paddle.inference vs dynamic max abs diff {diff:.2e}")
+    if diff > 1e-3:
+        sys.exit(f"error: the inference model disagrees with the dynamic one (max abs diff {diff})")
+
+
+if __name__ == "__main__":
+    main()
