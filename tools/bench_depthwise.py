@@ -1,0 +1,112 @@
+"""Training speed of MobileNetV1/V2 with our depthwise operator vs paddle's kernel (and PyTorch if installed).
+
+    python tools/bench_depthwise.py [--threads 2] [--batch 128] [--steps 5]
+
+Each round times one training step of every variant in turn (interleaved, so drift
+hits all alike) after warm-up; figures are medians over the rounds, with the spread.
+"""
+import argparse
+
+import _bootstrap
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--steps", type=int, default=5, help="timed rounds")
+    p.add_argument("--models", default="mobilenet_v1,mobilenet_v2")
+    args = p.parse_args(argv)
+    _bootstrap.set_threads(args.threads)
+    import numpy as np
+    import paddle
+
+    from paddle_mbnet import build_model
+    from paddle_mbnet.benchmark import env_header, time_fn, train_step_fn
+
+    paddle.set_device("cpu")
+    paddle.base.core.set_num_threads(args.threads)
+    print(env_header())
+    print(f"training step, batch {args.batch}, 32x32, small_input=True, Adam; median of {args.steps} rounds")
+    torch_steps = _torch_steps(args)
+    for name in args.models.split(","):
+        variants = {impl: train_step_fn(build_model(name, num_classes=10, small_input=True, depthwise=impl),
+                                        args.batch, 32) for impl in ("custom", "paddle")}
+        if name in torch_steps:
+            variants["torch"] = torch_steps[name]
+        times = {k: [] for k in variants}
+        for k, fn in variants.items():
+            time_fn(fn, warmup=2, repeats=0)
+        for _ in range(args.steps):
+            for k, fn in variants.items():
+                times[k].append(time_fn(fn, warmup=0, repeats=1)[0])
+        ips = {k: args.batch / np.median(v) for k, v in times.items()}
+        for k, v in times.items():
+            v = np.array(v) * 1000
+            print(f"{name:13s} {k:7s} {ips[k]:7.1f} img/s  {np.median(v):8.1f} ms/step  (min {v.min():.1f}, max {v.max():.1f})")
+        print(f"{name:13s} custom/paddle speed-up {ips['custom'] / ips['paddle']:.2f}x"
+              + (f", custom/torch {ips['custom'] / ips['torch']:.2f}x" if "torch" in ips else ", torch not installed"))
+
+
+def _torch_steps(args):
+    """The same architectures in PyTorch (torchvision-free, built from our tables), when torch imports."""
+    try:
+        import torch
+        from torch import nn
+    except ImportError:
+        return {}
+    torch.set_num_threads(args.threads)
+    from paddle_mbnet.layers import make_divisible
+    from paddle_mbnet.models.mobilenet_v1 import DEPTHWISE_SEPARABLE_SETTING
+    from paddle_mbnet.models.mobilenet_v2 import INVERTED_RESIDUAL_SETTING
+
+    def cba(i, o, k=1, s=1, g=1, act=nn.ReLU):
+        layers = [nn.Conv2d(i, o, k, s, (k - 1) // 2, groups=g, bias=False), nn.BatchNorm2d(o)]
+        return layers + ([act()] if act else [])
+
+    def v1():
+        layers, c_in = cba(3, 32, 3, 1), 32
+        for c, n, s in DEPTHWISE_SEPARABLE_SETTING:
+            for i in range(n):
+                layers += cba(c_in, c_in, 3, s if i == 0 else 1, c_in) + cba(c_in, c)
+                c_in = c
+        return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1024, 10))
+
+    class IR(nn.Module):
+        def __init__(self, i, o, s, t):
+            super().__init__()
+            h = i * t
+            self.res = s == 1 and i == o
+            self.conv = nn.Sequential(*(cba(i, h, act=nn.ReLU6) if t != 1 else []),
+                                      *cba(h, h, 3, s, h, nn.ReLU6), *cba(h, o, act=None))
+
+        def forward(self, x):
+            return x + self.conv(x) if self.res else self.conv(x)
+
+    def v2():
+        layers, c_in = cba(3, 32, 3, 1, act=nn.ReLU6), 32
+        for row, (t, c, n, s) in enumerate(INVERTED_RESIDUAL_SETTING):
+            s = 1 if row == 1 else s  # same CIFAR change as small_input=True
+            for i in range(n):
+                layers.append(IR(c_in, make_divisible(c), s if i == 0 else 1, t))
+                c_in = make_divisible(c)
+        layers += cba(c_in, 1280, act=nn.ReLU6)
+        return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(1280, 10))
+
+    def step_fn(model):
+        opt = torch.optim.Adam(model.parameters())
+        x, y = torch.randn(args.batch, 3, 32, 32), torch.randint(0, 10, (args.batch,))
+
+        def step():
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+
+        return step
+
+    return {"mobilenet_v1": step_fn(v1()), "mobilenet_v2": step_fn(v2())}
+
+
+if __name__ == "__main__":
+    main()
