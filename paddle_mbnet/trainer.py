@@ -160,14 +160,16 @@ def train_one_epoch(model, loader, optimizer, scheduler, state, cfg, scaler=None
                 writer.add_scalar("train/ips", ips, state["step"])
             if bar is not None:
                 bar.set_postfix(loss=f"{batch_loss:.3f}", acc=f"{batch_correct / n:.3f}", ips=f"{ips:.0f}")
-        total_loss += float(loss) * n
-        correct += _accuracy(logits, labels)
+        # Running sums stay on the device: a float() here would sync the GPU every step.
+        total_loss = total_loss + loss.detach() * n
+        correct = correct + (logits.argmax(axis=1) == labels.flatten()).astype("int64").sum()
         if bar is not None:
             bar.update(1)
     synchronize()
     elapsed = time.perf_counter() - t0
     if bar is not None:
         bar.close()
+    total_loss, correct = float(total_loss), int(correct)
     return {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1), "time_s": elapsed,
             "ips": seen / max(elapsed, 1e-9), "images": seen}
 
