@@ -52,6 +52,8 @@ SCHEMA: dict[str, dict] = {
         "num_workers": 2,
         "image_size": 32,
         "val_size": 5000,  # training images held out for validation (model selection); 0 = none
+        "train_size": 0,  # train on this many of the remaining images (a budget for quick runs); 0 = all
+        "test_size": 0,  # evaluate this many test images (fixed by the seed); 0 = all 10000
         "normalize": "cifar",  # cifar | imagenet
         "augment": True,  # random crop (4 px padding) + horizontal flip
     },

@@ -110,12 +110,21 @@ def build_datasets(dl_cfg: dict, seed: int):
     n, val_size = len(train_base), dl_cfg["val_size"]
     if not 0 <= val_size < n:
         raise DataError(f"DataLoader.val_size={val_size} must be in [0, {n - 1}] for {n} training images")
-    order = np.random.RandomState(seed).permutation(n)
+    train_size, test_size = dl_cfg["train_size"], dl_cfg["test_size"]
+    if not 0 <= train_size <= n - val_size:
+        raise DataError(f"DataLoader.train_size={train_size} must be in [0, {n - val_size}] (0 = all): "
+                        f"{n} training images minus DataLoader.val_size={val_size}")
+    if not 0 <= test_size <= len(test_base):
+        raise DataError(f"DataLoader.test_size={test_size} must be in [0, {len(test_base)}] (0 = all)")
+    rng = np.random.RandomState(seed)
+    order = rng.permutation(n)
+    train_idx = order[val_size:val_size + train_size] if train_size else order[val_size:]
+    test_idx = rng.permutation(len(test_base))[:test_size] if test_size else np.arange(len(test_base))
     train_tf = build_transform(size, norm, train=True, augment=aug)
     eval_tf = build_transform(size, norm, train=False)
-    train = CifarSplit(train_base, np.sort(order[val_size:]), train_tf)
+    train = CifarSplit(train_base, np.sort(train_idx), train_tf)
     val = CifarSplit(train_base, np.sort(order[:val_size]), eval_tf) if val_size else None
-    test = CifarSplit(test_base, np.arange(len(test_base)), eval_tf)
+    test = CifarSplit(test_base, np.sort(test_idx), eval_tf)
     return train, val, test
 
 

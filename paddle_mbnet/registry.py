@@ -7,6 +7,7 @@ name and configuration (or from our own model, or a tools/train.py checkpoint).
 """
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ def get_entry(name: str) -> ModelEntry:
 
 register_model("mobilenet_v1", MobileNetV1, pvm.MobileNetV1, _pv_mbv1.model_urls, "mobilenetv1_{scale}", ours=True)
 register_model("mobilenet_v2", MobileNetV2, pvm.MobileNetV2, _pv_mbv2.model_urls, "mobilenetv2_{scale}", ours=True)
+register_model("mobilenet_v1_conv", functools.partial(MobileNetV1, full_conv=True), ours=True)  # V1 Table 4
 register_model("vgg16", pvm.vgg16, urls=_pv_vgg.model_urls)
 register_model("vgg19", pvm.vgg19, urls=_pv_vgg.model_urls)
 register_model("resnet18", pvm.resnet18, urls=_pv_resnet.model_urls)

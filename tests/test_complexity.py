@@ -4,10 +4,7 @@ import paddle
 import pytest
 
 import paddle_mbnet as pm
-
-# MobileNetV1 Table 6 (width, at 224) and Table 7 (resolution, alpha = 1): (M mult-adds, M params)
-V1_TABLE6 = {1.0: (569, 4.2), 0.75: (325, 2.6), 0.5: (149, 1.3), 0.25: (41, 0.5)}
-V1_TABLE7 = {224: 569, 192: 418, 160: 290, 128: 186}
+from paddle_mbnet.paper import V1_TABLE2, V1_TABLE4, V1_TABLE6, V1_TABLE7
 
 
 @pytest.mark.parametrize("scale", sorted(V1_TABLE6))
@@ -21,24 +18,31 @@ def test_v1_table6_width_multiplier(scale):
 @pytest.mark.parametrize("res", sorted(V1_TABLE7))
 def test_v1_table7_resolution(res):
     c = pm.complexity(pm.MobileNetV1(), (3, res, res))
-    assert abs(c.macs / 1e6 - V1_TABLE7[res]) / V1_TABLE7[res] < 0.01
-    assert round(c.params_conv_fc / 1e6, 1) == 4.2
+    macs, params = V1_TABLE7[res]
+    assert abs(c.macs / 1e6 - macs) / macs < 0.01
+    assert round(c.params_conv_fc / 1e6, 1) == params
 
 
 def test_v1_table2_shares():
     shares = pm.complexity(pm.MobileNetV1()).by_type
-    # Paper: 1x1 94.86 / 74.59, DW 3.06 / 1.06, FC 0.18 / 24.33 (% of mult-adds / params).
-    assert shares["conv1x1"]["macs_share"] * 100 == pytest.approx(94.86, abs=0.05)
-    assert shares["conv1x1"]["params_share"] * 100 == pytest.approx(74.59, abs=0.05)
-    assert shares["conv_dw"]["macs_share"] * 100 == pytest.approx(3.06, abs=0.05)
-    assert shares["conv_dw"]["params_share"] * 100 == pytest.approx(1.06, abs=0.05)
-    assert shares["fc"]["macs_share"] * 100 == pytest.approx(0.18, abs=0.05)
-    assert shares["fc"]["params_share"] * 100 == pytest.approx(24.33, abs=0.05)
+    for kind in ("conv1x1", "conv_dw", "fc"):
+        macs, params = V1_TABLE2[kind]
+        assert shares[kind]["macs_share"] * 100 == pytest.approx(macs, abs=0.05)
+        assert shares[kind]["params_share"] * 100 == pytest.approx(params, abs=0.05)
     # The paper prints 1.19 % for the full 3x3 conv, but then its mult-add column sums to
     # 99.29 %; the stem's real share is 1.91 % (10.8 M of 569 M), digits swapped.
     assert shares["conv_full"]["macs_share"] * 100 == pytest.approx(1.91, abs=0.05)
     assert shares["conv_full"]["params_share"] * 100 == pytest.approx(0.02, abs=0.01)
     assert "| Conv 1x1 | 94.86% | 74.57% |" in pm.complexity(pm.MobileNetV1()).table()
+
+
+def test_v1_table4_full_convolution_variant():
+    """Table 4's "Conv MobileNet": the same layout with each depthwise-separable block a full 3x3 conv."""
+    _, macs, params = V1_TABLE4["Conv MobileNet"]
+    c = pm.complexity(pm.build_model("mobilenet_v1_conv"))
+    assert abs(c.macs / 1e6 - macs) / macs < 0.01
+    assert round(c.params_conv_fc / 1e6, 1) == params
+    assert c.by_type["conv_dw"]["macs"] == 0
 
 
 def test_v2_300m_mult_adds_and_paddle_vision_param_count():

@@ -171,3 +171,23 @@ def test_cli_data_and_checkpoint_errors(tmp_path):
     bad.write_bytes(b"garbage")
     proc = run_tool("eval.py", tmp_path, check=False)
     assert proc.returncode != 0 and "cannot read checkpoint" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_train_and_test_subsets(archive):
+    """DataLoader.train_size / test_size budget a run; the subsets are fixed by the seed and disjoint from val."""
+    cfg = load_config(None, [f"DataLoader.data_file={archive}", "DataLoader.val_size=16",
+                             "DataLoader.train_size=20", "DataLoader.test_size=10"])
+    train, val, test = build_datasets(cfg["DataLoader"], 3)
+    assert (len(train), len(val), len(test)) == (20, 16, 10)
+    assert not set(train.indices) & set(val.indices)
+    again, _, test_again = build_datasets(cfg["DataLoader"], 3)
+    assert (again.indices == train.indices).all() and (test_again.indices == test.indices).all()
+    full_train, full_val, _ = build_datasets(load_config(None, [f"DataLoader.data_file={archive}",
+                                                                "DataLoader.val_size=16"])["DataLoader"], 3)
+    assert (full_val.indices == val.indices).all() and set(train.indices) < set(full_train.indices)
+    for key, value, match in (("train_size", 65, r"train_size=65 must be in \[0, 64\]"),
+                              ("test_size", 25, r"test_size=25 must be in \[0, 24\]")):
+        bad = load_config(None, [f"DataLoader.data_file={archive}", "DataLoader.val_size=16",
+                                 f"DataLoader.{key}={value}"])
+        with pytest.raises(DataError, match=match):
+            build_datasets(bad["DataLoader"], 3)

@@ -51,10 +51,12 @@ class MobileNetV1(MobileNetBase):
             Off by default, which is the paper's network.
         shallow: Table 5's shallow MobileNet (the five 14x14x512 blocks removed).
         depthwise: "paddle", "custom" or "auto" (see ``paddle_mbnet.ops``).
+        full_conv: Table 4's "Conv MobileNet": every depthwise-separable block becomes
+            one full 3x3 conv + BN + ReLU with the same output width and stride.
     """
 
     def __init__(self, scale=1.0, num_classes=1000, with_pool=True, small_input=False,
-                 shallow=False, depthwise="auto", setting=None):
+                 shallow=False, depthwise="auto", setting=None, full_conv=False):
         super().__init__(scale, num_classes, with_pool, depthwise)
         setting = DEPTHWISE_SEPARABLE_SETTING if setting is None else setting
         check_table(setting, "c, n, s", type(self).__name__)
@@ -74,7 +76,8 @@ class MobileNetV1(MobileNetBase):
         for c, n, s in setting:
             for i in range(n):
                 stride = s if i == 0 else 1
-                layers.append(DepthwiseSeparable(in_c, width(c), stride, self.depthwise_impl))
+                layers.append(ConvBNAct(in_c, width(c), 3, stride) if full_conv
+                              else DepthwiseSeparable(in_c, width(c), stride, self.depthwise_impl))
                 in_c = width(c)
                 self.min_input_size *= stride
         self.features = nn.Sequential(*layers)

@@ -1,0 +1,188 @@
+"""tools/compare.py on tiny models and a tiny generated archive: columns, agreement of the
+three result files, plots, skip/resume of training runs, bad input. No timing assertions."""
+import csv
+import json
+import os
+import shutil
+
+import pytest
+
+from paddle_mbnet import compare
+from paddle_mbnet.config import save_config
+from paddle_mbnet.data import write_tiny_cifar10
+from helpers import run_tool
+
+MODELS = "mobilenet_v1@0.25,resnet18"
+
+
+def _args(archive, out, *extra):
+    return ["compare.py", "--models", MODELS, "--input-size", "32", "--quick", "--threads", "1",
+            "--data-file", archive, "--train-size", "32", "--val-size", "16", "--test-size", "20",
+            "-o", "DataLoader.batch_size=16", "-o", "DataLoader.num_workers=0", "--out", out, *extra]
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    return write_tiny_cifar10(str(tmp_path_factory.mktemp("data") / "cifar-10-python.tar.gz"), 80, 40)
+
+
+@pytest.fixture(scope="module")
+def result(archive, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("compare"))
+    proc = run_tool(*_args(archive, out), timeout=600)
+    with open(os.path.join(out, "results.json")) as f:
+        return out, json.load(f), proc.stdout
+
+
+def test_every_record_has_every_column_and_positive_numbers(result):
+    out, records, _ = result
+    assert [r["model"] for r in records] == MODELS.split(",")
+    for r in records:
+        assert set(compare.RECORD_KEYS) <= set(r)
+        for key in ("params_m", "macs_m", "latency_ms_p50", "latency_ms_p90", "throughput_ips",
+                    "engine_latency_ms_p50", "engine_latency_ms_p90", "engine_throughput_ips", "train_ips",
+                    "epoch_time_s"):
+            assert r[key] is not None and r[key] > 0, (r["model"], key, r[key])
+        assert r["latency_ms_p90"] >= r["latency_ms_p50"]
+        for key in ("train_acc", "val_acc", "test_acc"):
+            assert 0 <= r[key] <= 1
+        assert r["epochs"] == 1 and os.path.isdir(r["run_dir"])
+    v1, r18 = records
+    assert v1["params_m"] < r18["params_m"] and v1["macs_m"] < r18["macs_m"]
+
+
+def _markdown_rows(text):
+    lines = [ln for ln in text.splitlines() if ln.startswith("| ")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = []
+    for ln in lines[1:]:
+        cells = [c.strip() for c in ln.strip("|").split("|")]
+        if len(cells) != len(header) or cells[0] not in MODELS.split(","):
+            break
+        rows.append(dict(zip(header, cells)))
+    return rows
+
+
+def test_markdown_csv_and_json_agree(result):
+    out, records, stdout = result
+    with open(os.path.join(out, "results.md")) as f:
+        md = f.read()
+    assert "| model | params (M) |" in md and md.strip() in stdout  # also printed
+    rows = _markdown_rows(md)
+    assert len(rows) == len(records)
+    for row, rec in zip(rows, records):
+        for key in compare.RECORD_KEYS[1:]:
+            title, fmt = compare.COLUMNS[key]
+            value = 100 * rec[key] if key in compare.PERCENT_KEYS else rec[key]
+            assert row[title] == fmt.format(value), (rec["model"], key)
+    with open(os.path.join(out, "results.csv")) as f:
+        table = list(csv.DictReader(f))
+    assert [r["model"] for r in table] == [r["model"] for r in records]
+    for row, rec in zip(table, records):
+        for key in compare.RECORD_KEYS[1:]:
+            assert float(row[key]) == pytest.approx(rec[key], rel=1e-9), key
+
+
+def test_paper_tables_and_plots(result):
+    out, _, _ = result
+    with open(os.path.join(out, "results.md")) as f:
+        md = f.read()
+    assert "| Conv 1x1 | 94.86% | 94.86% |" in md  # V1 Table 2
+    assert "| 0.5 MobileNet-224 | 149.5 | 149 |" in md and "| 1.0 MobileNet-128 | 186.4 | 186 |" in md
+    assert "| Conv MobileNet (mobilenet_v1_conv) | 4867.3 | 4866 |" in md
+    for name in ("acc_vs_latency.png", "acc_vs_macs.png", "latency_vs_macs.png", "curves.png"):
+        with open(os.path.join(out, name), "rb") as f:
+            head = f.read()
+        assert head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) > 5000, name
+
+
+def test_rerun_skips_finished_runs(archive, result):
+    out, records, _ = result
+    metrics = os.path.join(records[0]["run_dir"], "metrics.json")
+    before = os.path.getmtime(metrics)
+    proc = run_tool(*_args(archive, out, "--no-engine", "--repeats", "1"), timeout=600)
+    assert proc.stdout.count("finished (1 epochs): skip") == 2
+    assert os.path.getmtime(metrics) == before
+    with open(os.path.join(out, "results.json")) as f:
+        again = json.load(f)
+    assert [r["test_acc"] for r in again] == [r["test_acc"] for r in records]
+    assert again[0]["engine_latency_ms_p50"] is None  # --no-engine
+
+
+def test_another_budget_in_the_same_dir_is_refused_before_any_timing(archive, result):
+    out, _, _ = result
+    proc = run_tool(*_args(archive, out)[:-2], "--epochs", "2", "--out", out, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "Global.epochs: 1 -> 2" in proc.stderr and "[speed]" not in proc.stdout
+
+
+def test_plan_run_start_resume_skip(tmp_path):
+    cfg = compare.train_config("mobilenet_v1@0.5", str(tmp_path / "run"), epochs=2)
+    assert cfg["Arch"]["scale"] == 0.5 and cfg["Arch"]["small_input"] is True
+    assert compare.plan_run(cfg)[0] == "start"
+    os.makedirs(tmp_path / "run")
+    save_config(cfg, str(tmp_path / "run" / "config.yaml"))
+    assert compare.plan_run(cfg)[0] == "start"  # crashed before the first checkpoint
+    (tmp_path / "run" / "last.pdckpt").write_bytes(b"x")
+    summary = {"finished": False, "epochs_done": 1}
+    (tmp_path / "run" / "run_summary.json").write_text(json.dumps(summary))
+    assert compare.plan_run(cfg) == ("resume", "unfinished (1/2 epochs)")
+    (tmp_path / "run" / "run_summary.json").write_text(json.dumps({"finished": True, "epochs_done": 2}))
+    assert compare.plan_run(cfg)[0] == "skip"
+    resumed = json.loads(json.dumps(cfg))
+    resumed["Global"]["resume"] = str(tmp_path / "run")  # the resume pointer is not a config change
+    assert compare.plan_run(resumed)[0] == "skip"
+    baseline = compare.train_config("vgg16", str(tmp_path / "v"))
+    assert baseline["Arch"]["small_input"] is False
+
+
+def test_an_unfinished_run_resumes_to_completion(result, tmp_path):
+    """A copy of a finished run marked unfinished (as after Ctrl-C) is resumed by tools/train.py."""
+    out, records, _ = result
+    run = str(tmp_path / "run")
+    shutil.copytree(records[0]["run_dir"], run)
+    from paddle_mbnet.config import load_config
+
+    cfg = load_config(os.path.join(run, "config.yaml"), [f"Global.output_dir={run}"])
+    save_config(cfg, os.path.join(run, "config.yaml"))
+    with open(os.path.join(run, "run_summary.json")) as f:
+        summary = json.load(f)
+    summary["finished"] = False
+    with open(os.path.join(run, "run_summary.json"), "w") as f:
+        json.dump(summary, f)
+    logs = []
+    done = compare.ensure_run(cfg, log=logs.append, stream=False)
+    assert logs[0].endswith("unfinished (1/1 epochs): resume")
+    assert done["finished"] and compare.plan_run(cfg)[0] == "skip"
+
+
+def test_no_train_without_runs_reports_speed_only(archive, tmp_path):
+    out = str(tmp_path / "o")
+    run_tool("compare.py", "--models", "mobilenet_v1@0.25", "--input-size", "32", "--quick", "--no-train",
+             "--no-engine", "--threads", "1", "--data-file", archive, "--out", out, timeout=300)
+    with open(os.path.join(out, "results.json")) as f:
+        (rec,) = json.load(f)
+    assert rec["test_acc"] is None and rec["latency_ms_p50"] > 0 and not os.path.isdir(os.path.join(out, "runs"))
+    assert os.path.isfile(os.path.join(out, "latency_vs_macs.png"))
+    assert not os.path.exists(os.path.join(out, "acc_vs_macs.png"))
+
+
+@pytest.mark.parametrize("models, match", [
+    ("foo", "unknown model 'foo'; valid names: .*mobilenet_v1"),
+    ("vgg16@0.5", "width multiplier .* our MobileNets only"),
+    ("mobilenet_v1@wide", "must be a number"),
+    ("mobilenet_v1,mobilenet_v1", "names a model twice"),
+])
+def test_bad_model_names(models, match):
+    with pytest.raises(ValueError, match=match):
+        compare.parse_specs(models)
+
+
+def test_bad_model_name_on_the_command_line(tmp_path):
+    proc = run_tool("compare.py", "--models", "mobilenet_v3", "--out", tmp_path, check=False)
+    assert proc.returncode != 0 and "unknown model 'mobilenet_v3'" in proc.stderr
+    assert "Traceback" not in proc.stderr and not os.listdir(tmp_path)
+
+
+def test_pareto_front():
+    assert compare.pareto([(3, 0.9), (1, 0.5), (2, 0.4), (4, 0.85), (1, 0.6)]) == [(1, 0.6), (3, 0.9)]
