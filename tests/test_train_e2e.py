@@ -191,3 +191,27 @@ def test_train_and_test_subsets(archive):
                                  f"DataLoader.{key}={value}"])
         with pytest.raises(DataError, match=match):
             build_datasets(bad["DataLoader"], 3)
+
+
+def test_two_cpu_processes_with_paddle_distributed_launch(archive, tmp_path):
+    """The multi-GPU command on two CPU processes (gloo): each rank trains half the batches,
+    only rank 0 evaluates, logs and saves."""
+    import subprocess
+    import sys
+
+    out, logs = tmp_path / "run", tmp_path / "log"
+    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", str(logs),
+           "tools/train.py", "-c", "configs/mbv2_cifar.yaml"]
+    for o in (f"DataLoader.data_file={archive}", f"Global.output_dir={out}", "Global.epochs=2",
+              "DataLoader.batch_size=16", "DataLoader.val_size=16", "DataLoader.num_workers=0", "Arch.scale=0.25",
+              "Global.device=cpu"):
+        cmd += ["-o", o]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run(cmd, cwd=root, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rank0, rank1 = ((logs / f"workerlog.{i}").read_text() for i in (0, 1))
+    assert "epoch 2/2  train_loss" in rank0 and "epoch 1/2  train_loss" not in rank1
+    ckpt = paddle.load(str(out / "last.pdckpt"))
+    assert ckpt["epoch"] == 2 and ckpt["step"] == 2 * 2  # 64 images / (16 per rank * 2 ranks) = 2 steps per epoch
+    assert len(json.load(open(out / "metrics.json"))) == 2
