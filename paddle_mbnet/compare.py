@@ -355,17 +355,15 @@ def pareto(points):
 
 
 def write_plots(records, out_dir: str) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: a notebook's backend stays as it is
 
     written = []
 
     def scatter(path, series, xlabel, ylabel, title, pareto_front=True):
         """series: (x key, y key, legend label, marker) drawn on one log-x axis."""
         drawn = False
-        fig, ax = plt.subplots(figsize=(7, 5))
+        fig = Figure(figsize=(7, 5))
+        ax = fig.subplots()
         for xkey, ykey, label, marker in series:
             pts = [(r[xkey], r[ykey], r["model"]) for r in records
                    if r.get(xkey) is not None and r.get(ykey) is not None]
@@ -388,7 +386,6 @@ def write_plots(records, out_dir: str) -> list[str]:
             fig.tight_layout()
             fig.savefig(os.path.join(out_dir, path), dpi=110)
             written.append(path)
-        plt.close(fig)
 
     scatter("acc_vs_latency.png", [("latency_ms_p50", "test_acc", "dynamic graph", "o"),
                                    ("engine_latency_ms_p50", "test_acc", "Paddle Inference", "s")],
@@ -402,7 +399,8 @@ def write_plots(records, out_dir: str) -> list[str]:
                  for r in records if r.get("run_dir")}
     histories = {k: v for k, v in histories.items() if v}
     if histories:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        fig = Figure(figsize=(11, 4))
+        axes = fig.subplots(1, 2)
         for name, hist in histories.items():
             ep = [h["epoch"] for h in hist]
             line, = axes[0].plot(ep, [h["train_loss"] for h in hist], marker="o", label=name)
@@ -415,6 +413,5 @@ def write_plots(records, out_dir: str) -> list[str]:
             ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(os.path.join(out_dir, "curves.png"), dpi=110)
-        plt.close(fig)
         written.append("curves.png")
     return written

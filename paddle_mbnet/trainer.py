@@ -20,7 +20,7 @@ import paddle
 import paddle.nn.functional as F
 from paddle.io import DataLoader, DistributedBatchSampler
 
-from .config import save_config
+from .config import apply_overrides, save_config
 from .data import build_datasets
 from .registry import build_model
 
@@ -269,14 +269,22 @@ def model_from_config(cfg, pretrained=None):
                        **kwargs)
 
 
-def _plot_curves(history, path):
-    import matplotlib
+def load_run(path: str, overrides=(), prefer=(CKPT_BEST, CKPT_LAST)):
+    """(config, model in eval mode, checkpoint) from a run directory (best, else last) or a checkpoint file."""
+    ckpt = load_checkpoint(path, prefer)
+    cfg = apply_overrides(ckpt["config"], overrides)
+    model = model_from_config(cfg, pretrained=False)
+    model.set_state_dict(ckpt["model"])
+    model.eval()
+    return cfg, model, ckpt
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def _plot_curves(history, path):
+    from matplotlib.figure import Figure  # no pyplot: a notebook's backend stays as it is
 
     epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2)
     for key in ("train_loss", "val_loss", "test_loss"):
         if any(h.get(key) is not None for h in history):
             axes[0].plot(epochs, [h.get(key) for h in history], marker="o", label=key)
@@ -290,7 +298,6 @@ def _plot_curves(history, path):
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def main(cfg, progress=True) -> dict:

@@ -15,13 +15,6 @@ def set_threads(n: int) -> None:
 
 
 def load_run(path: str, overrides=(), prefer=("best.pdckpt", "last.pdckpt")):
-    """(config, model in eval mode, checkpoint) from a run directory or checkpoint file."""
     from paddle_mbnet import trainer
-    from paddle_mbnet.config import apply_overrides
 
-    ckpt = trainer.load_checkpoint(path, prefer)
-    cfg = apply_overrides(ckpt["config"], overrides)
-    model = trainer.model_from_config(cfg, pretrained=False)
-    model.set_state_dict(ckpt["model"])
-    model.eval()
-    return cfg, model, ckpt
+    return trainer.load_run(path, overrides, prefer)
