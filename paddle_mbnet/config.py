@@ -68,6 +68,55 @@ CHOICES = {
 }
 
 
+# What each key means, for the README's config reference (README_TABLE below; a test keeps them in sync).
+HELP = {
+    "Global.output_dir": "run directory: config.yaml, checkpoints, metrics.json, curves.png, vdl/",
+    "Global.epochs": "epochs to train",
+    "Global.seed": "seeds init, shuffling, augmentation and the validation split",
+    "Global.device": "`cpu`, `gpu` or `auto` (the GPU when paddle sees one)",
+    "Global.resume": "run directory or checkpoint to continue from (exactly, at epoch boundaries)",
+    "Global.num_threads": "CPU threads for paddle and OpenMP; 0 = paddle's default",
+    "Global.amp": "mixed precision with `paddle.amp` (GPU only; a notice and float32 on CPU)",
+    "Global.to_static": "run the model through `paddle.jit.to_static`",
+    "Global.log_interval": "steps between progress-bar and VisualDL updates",
+    "Global.eval_test": "evaluate the test set after every epoch (reported, never used to pick `best`)",
+    "Arch.name": "a registry name: `mobilenet_v1`, `mobilenet_v2`, `mobilenet_v1_conv`, `vgg16`, `vgg19`, "
+                 "`resnet18`, `resnet50`, `resnet152`",
+    "Arch.num_classes": "classifier outputs",
+    "Arch.scale": "width multiplier alpha (our MobileNets)",
+    "Arch.small_input": "CIFAR variant of our MobileNets (stride-1 stem); must be false for VGG/ResNet",
+    "Arch.depthwise": "`auto`, `custom` (our CPU operator) or `paddle` (`nn.Conv2D(groups=C)`)",
+    "Arch.pretrained": "a .pdparams file (ours, paddle.vision's or a checkpoint); empty = random init",
+    "Optimizer.name": "`Adam`, `AdamW` or `Momentum`",
+    "Optimizer.lr": "peak learning rate",
+    "Optimizer.weight_decay": "L2 decay (Adam, Momentum) or decoupled decay (AdamW)",
+    "Optimizer.momentum": "momentum (Momentum only)",
+    "Optimizer.schedule": "`constant`, `cosine` or `step`, after the warm-up",
+    "Optimizer.warmup_epochs": "epochs of linear warm-up from `lr`/100 to `lr`",
+    "Optimizer.step_size": "epochs between decays (`step`)",
+    "Optimizer.gamma": "decay factor (`step`)",
+    "Optimizer.label_smoothing": "label smoothing of the cross-entropy",
+    "DataLoader.data_file": "cifar-10-python.tar.gz; empty = download with paddle.vision",
+    "DataLoader.batch_size": "images per step (per GPU when distributed)",
+    "DataLoader.num_workers": "data-loading worker processes",
+    "DataLoader.image_size": "training and evaluation image size (32 = CIFAR's own)",
+    "DataLoader.val_size": "training images held out for validation (picks `best`); 0 = none",
+    "DataLoader.train_size": "train on this many of the remaining images; 0 = all",
+    "DataLoader.test_size": "test images evaluated (a seeded subset); 0 = all 10000",
+    "DataLoader.normalize": "`cifar` or `imagenet` mean/std",
+    "DataLoader.augment": "random crop with 4-px padding + horizontal flip",
+}
+
+
+def reference_table() -> str:
+    """The README's config reference: every key, its default and meaning."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for section, values in SCHEMA.items():
+        for key, default in values.items():
+            rows.append(f"| `{section}.{key}` | `{default!r}` | {HELP[f'{section}.{key}']} |")
+    return "\n".join(rows)
+
+
 class ConfigError(ValueError):
     pass
 

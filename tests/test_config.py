@@ -64,3 +64,12 @@ def test_shipped_configs_load(name):
         assert cfg["DataLoader"]["normalize"] == "imagenet"
     else:
         assert cfg["Arch"]["small_input"] and cfg["DataLoader"]["image_size"] == 32
+
+
+def test_readme_config_reference_lists_every_key_with_its_default():
+    from paddle_mbnet.config import HELP, reference_table
+
+    assert set(HELP) == {f"{s}.{k}" for s, keys in SCHEMA.items() for k in keys}
+    with open(f"{ROOT}/README.md") as f:
+        readme = f.read()
+    assert reference_table() in readme, "README's config reference is stale: paste config.reference_table()"

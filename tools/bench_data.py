@@ -8,11 +8,12 @@ batch size, and prints the ratio; it should be well above 1 (>= 5x).
 """
 import argparse
 import itertools
+import sys
 import time
 
 import _bootstrap
 
-from paddle_mbnet.config import load_config
+from paddle_mbnet.config import ConfigError, load_config
 
 
 def main(argv=None):
@@ -23,20 +24,26 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
-    cfg = load_config(args.config, args.override)
+    try:
+        cfg = load_config(args.config, args.override)
+    except ConfigError as e:
+        sys.exit(f"config error: {e}")
     _bootstrap.set_threads(args.threads)
     import numpy as np
     import paddle
 
     from paddle_mbnet import trainer
     from paddle_mbnet.benchmark import env_header, time_fn, train_step_fn
-    from paddle_mbnet.data import build_datasets
+    from paddle_mbnet.data import DataError, build_datasets
 
     trainer.select_device(cfg["Global"]["device"])
     paddle.base.core.set_num_threads(args.threads)
     print(env_header())
     dl = cfg["DataLoader"]
-    train, val, test = build_datasets(dl, cfg["Global"]["seed"])
+    try:
+        train, val, test = build_datasets(dl, cfg["Global"]["seed"])
+    except DataError as e:
+        sys.exit(f"error: {e}")
     loader, _, _ = trainer.build_loaders(cfg, train, val, test)
     loader.batch_sampler.set_epoch(0)
     it = iter(loader)

@@ -1,9 +1,13 @@
-"""Training speed of MobileNetV1/V2 with our depthwise operator vs paddle's kernel (and PyTorch if installed).
+"""Speed of our depthwise operator vs paddle's kernel (and PyTorch, if installed) on MobileNetV1/V2.
 
     python tools/bench_depthwise.py [--threads 2] [--batch 128] [--steps 5]
 
-Each round times one training step of every variant in turn (interleaved, so drift
-hits all alike) after warm-up; figures are medians over the rounds, with the spread.
+Two levels, both at batch 128 and 32x32 with small_input=True:
+- the operator alone: forward + backward (input and weight grads) of every depthwise
+  layer of the network, our op vs F.conv2d(groups=C), summed over the layers;
+- a whole training step (Adam) of the network with depthwise="custom" / "paddle" / PyTorch.
+Each round times every variant in turn (interleaved, so drift hits all alike) after
+warm-up; figures are medians over the rounds, with the spread.
 """
 import argparse
 
@@ -22,30 +26,91 @@ def main(argv=None):
     import paddle
 
     from paddle_mbnet import build_model
-    from paddle_mbnet.benchmark import env_header, time_fn, train_step_fn
+    from paddle_mbnet.benchmark import env_header, train_step_fn
 
     paddle.set_device("cpu")
     paddle.base.core.set_num_threads(args.threads)
     print(env_header())
-    print(f"training step, batch {args.batch}, 32x32, small_input=True, Adam; median of {args.steps} rounds")
     torch_steps = _torch_steps(args)
+    for name in args.models.split(","):
+        _bench_layers(name, args)
+    print(f"training step, batch {args.batch}, 32x32, small_input=True, Adam; median of {args.steps} rounds")
     for name in args.models.split(","):
         variants = {impl: train_step_fn(build_model(name, num_classes=10, small_input=True, depthwise=impl),
                                         args.batch, 32) for impl in ("custom", "paddle")}
         if name in torch_steps:
             variants["torch"] = torch_steps[name]
-        times = {k: [] for k in variants}
-        for k, fn in variants.items():
-            time_fn(fn, warmup=2, repeats=0)
-        for _ in range(args.steps):
-            for k, fn in variants.items():
-                times[k].append(time_fn(fn, warmup=0, repeats=1)[0])
+        times = _interleaved(variants, args.steps)
         ips = {k: args.batch / np.median(v) for k, v in times.items()}
         for k, v in times.items():
             v = np.array(v) * 1000
             print(f"{name:13s} {k:7s} {ips[k]:7.1f} img/s  {np.median(v):8.1f} ms/step  (min {v.min():.1f}, max {v.max():.1f})")
         print(f"{name:13s} custom/paddle speed-up {ips['custom'] / ips['paddle']:.2f}x"
               + (f", custom/torch {ips['custom'] / ips['torch']:.2f}x" if "torch" in ips else ", torch not installed"))
+
+
+def _interleaved(variants, steps, warmup=2):
+    """{variant: np.array of seconds}: warm-up each, then ``steps`` rounds timing every variant once."""
+    import numpy as np
+
+    from paddle_mbnet.benchmark import time_fn
+
+    for fn in variants.values():
+        time_fn(fn, warmup=warmup, repeats=0)
+    times = {k: [] for k in variants}
+    for _ in range(steps):
+        for k, fn in variants.items():
+            times[k].append(time_fn(fn, warmup=0, repeats=1)[0])
+    return {k: np.array(v) for k, v in times.items()}
+
+
+def _bench_layers(name, args):
+    """Forward + backward of every depthwise layer of ``name``: our operator vs paddle's grouped conv."""
+    import numpy as np
+    import paddle
+    import paddle.nn.functional as F
+
+    from paddle_mbnet import build_model
+    from paddle_mbnet.ops import depthwise_conv2d
+
+    shapes = []
+    model = build_model(name, num_classes=10, small_input=True, depthwise="paddle")
+    hooks = [m.register_forward_post_hook(lambda layer, inp, out: shapes.append((inp[0].shape, layer._stride[0])))
+             for m in model.sublayers() if isinstance(m, paddle.nn.Conv2D) and m._groups > 1]
+    with paddle.no_grad():
+        model.eval()
+        model(paddle.zeros([args.batch, 3, 32, 32]))
+    for h in hooks:
+        h.remove()
+
+    def fwd_bwd(conv, x, w, stride):
+        def run():
+            out = conv(x, w, stride)
+            out.backward(paddle.ones_like(out))
+            x.clear_gradient()
+            w.clear_gradient()
+        return run
+
+    def ours(x, w, s):
+        return depthwise_conv2d(x, w, stride=s, padding=1)
+
+    def theirs(x, w, s):
+        return F.conv2d(x, w, stride=s, padding=1, groups=x.shape[1])
+
+    total = {"custom": 0.0, "paddle": 0.0}
+    print(f"{name}: depthwise layers alone, forward + backward, batch {args.batch}")
+    for shape, stride in shapes:
+        x = paddle.randn(shape)
+        w = paddle.randn([shape[1], 1, 3, 3])
+        x.stop_gradient = w.stop_gradient = False
+        t = _interleaved({"custom": fwd_bwd(ours, x, w, stride), "paddle": fwd_bwd(theirs, x, w, stride)}, args.steps)
+        med = {k: float(np.median(v)) for k, v in t.items()}
+        for k in total:
+            total[k] += med[k]
+        print(f"  C={shape[1]:5d} {shape[2]:3d}x{shape[3]:<3d} s{stride}  custom {1000 * med['custom']:8.2f} ms  "
+              f"paddle {1000 * med['paddle']:8.2f} ms  {med['paddle'] / med['custom']:5.1f}x")
+    print(f"{name:13s} all depthwise layers: custom {1000 * total['custom']:.1f} ms, paddle "
+          f"{1000 * total['paddle']:.1f} ms per step -> {total['paddle'] / total['custom']:.1f}x")
 
 
 def _torch_steps(args):

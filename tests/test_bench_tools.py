@@ -1,0 +1,29 @@
+"""The benchmark scripts run and print their figures (tiny sizes; no timing assertions)."""
+import re
+
+from paddle_mbnet.data import write_tiny_cifar10
+from helpers import run_tool
+
+
+def test_bench_depthwise_prints_layer_and_step_ratios():
+    out = run_tool("bench_depthwise.py", "--threads", "1", "--batch", "2", "--steps", "1",
+                   "--models", "mobilenet_v1").stdout
+    assert "OMP_NUM_THREADS=1" in out
+    assert len(re.findall(r"C=\s+\d+ .* custom .* ms .* paddle .* ms .*x", out)) == 13  # V1's 13 depthwise layers
+    assert re.search(r"all depthwise layers: custom [\d.]+ ms, paddle [\d.]+ ms per step -> [\d.]+x", out)
+    assert re.search(r"mobilenet_v1 +custom/paddle speed-up [\d.]+x", out)
+
+
+def test_bench_data_prints_the_pipeline_to_training_ratio(tmp_path):
+    archive = write_tiny_cifar10(str(tmp_path / "c.tar.gz"), 300, 10)
+    out = run_tool("bench_data.py", "-c", "configs/mbv1_cifar.yaml", "-o", f"DataLoader.data_file={archive}",
+                   "-o", "DataLoader.batch_size=16", "-o", "DataLoader.val_size=50", "-o", "Arch.scale=0.25", "--batches", "4", "--steps", "1",
+                   "--threads", "1").stdout
+    assert re.search(r"data pipeline +[\d.]+ img/s  \(64 images\)", out)
+    assert re.search(r"pipeline / training = [\d.]+x", out)
+
+
+def test_bench_data_bad_archive_is_one_line(tmp_path):
+    proc = run_tool("bench_data.py", "-c", "configs/mbv1_cifar.yaml", "-o", f"DataLoader.data_file={tmp_path}/no.tar.gz",
+                    check=False)
+    assert proc.returncode != 0 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
