@@ -157,10 +157,17 @@ def ensure_run(cfg: dict, log=print, stream: bool = True) -> dict | None:
         env = dict(os.environ)
         if cfg["Global"]["num_threads"] > 0:
             env["OMP_NUM_THREADS"] = str(cfg["Global"]["num_threads"])
-        proc = subprocess.run(argv, env=env, stdout=None if stream else subprocess.PIPE,
-                              stderr=None if stream else subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(argv, env=env, stdout=None if stream else subprocess.PIPE,
+                                stderr=None if stream else subprocess.STDOUT, text=True)
+        try:
+            output, _ = proc.communicate()
+        except KeyboardInterrupt:
+            # Ctrl-C reached the trainer too, which is writing its checkpoint: let it finish
+            # (subprocess.run would kill it after 0.25 s)
+            proc.wait()
+            raise
         if proc.returncode != 0:
-            tail = "" if stream else "\n" + proc.stdout[-3000:]
+            tail = "" if stream else "\n" + output[-3000:]
             raise RuntimeError(f"training {run_dir} failed (exit {proc.returncode}); rerun to resume it{tail}")
     return _read_json(os.path.join(run_dir, "run_summary.json"))
 

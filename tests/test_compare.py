@@ -186,3 +186,40 @@ def test_bad_model_name_on_the_command_line(tmp_path):
 
 def test_pareto_front():
     assert compare.pareto([(3, 0.9), (1, 0.5), (2, 0.4), (4, 0.85), (1, 0.6)]) == [(1, 0.6), (3, 0.9)]
+
+
+def test_ctrl_c_during_a_run_keeps_its_checkpoint_and_the_rerun_resumes(tmp_path):
+    """SIGINT to the terminal's process group mid-training: the trainer writes last.pdckpt (compare waits
+    for it instead of killing it), compare exits; the same command then resumes that run and finishes it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from helpers import ROOT
+
+    archive = write_tiny_cifar10(str(tmp_path / "c.tar.gz"), 4000, 20)
+    out = str(tmp_path / "o")
+    argv = [sys.executable, os.path.join(ROOT, "tools", "compare.py"), "--models", "mobilenet_v1@0.25",
+            "--input-size", "32", "--quick", "--no-engine", "--repeats", "1", "--threads", "1", "--data-file",
+            archive, "--train-size", "0", "--val-size", "16", "--test-size", "20", "-o", "DataLoader.batch_size=8",
+            "-o", "DataLoader.num_workers=0", "-o", "Global.log_interval=1", "--out", out]
+    run = os.path.join(out, "runs", "mobilenet_v1_a0.25")
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"), start_new_session=True)
+    deadline = time.time() + 240
+    while not os.path.isdir(os.path.join(run, "vdl")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)  # into the epoch
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "interrupted: rerun the same command" in output, output[-2000:]
+    with open(os.path.join(run, "run_summary.json")) as f:
+        assert json.load(f)["finished"] is False
+    assert os.path.isfile(os.path.join(run, "last.pdckpt"))
+    again = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "unfinished (0/1 epochs): resume" in again.stdout and "resumed from" in again.stdout
+    with open(os.path.join(out, "results.json")) as f:
+        assert json.load(f)[0]["test_acc"] is not None
