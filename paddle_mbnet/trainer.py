@@ -352,7 +352,8 @@ def main(cfg, progress=True) -> dict:
                   + (f", {state['batches_done']} batches into epoch {state['epoch'] + 1}" if state["batches_done"] else ""))
     if rank0:
         save_config(cfg, os.path.join(out, "config.yaml"))
-        print(f"model {cfg['Arch']['name']} ({getattr(getattr(model, '_layers', model), 'depthwise_impl', 'n/a')} depthwise) on {device}, "
+        impl = getattr(getattr(model, "_layers", model), "depthwise_impl", "n/a")  # under DataParallel too
+        print(f"model {cfg['Arch']['name']} ({impl} depthwise) on {device}, "
               f"threads={os.environ.get('OMP_NUM_THREADS', 'default')}, train/val/test = "
               f"{len(train)}/{len(val) if val else 0}/{len(test)}, output {out}")
 
