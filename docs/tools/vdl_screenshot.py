@@ -22,7 +22,7 @@ def main(run_dir, out):
     server = subprocess.Popen(["visualdl", "--logdir", run_dir, "--host", "127.0.0.1", "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     opts = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1500,1900"):
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1500,2700"):
         opts.add_argument(arg)
     driver = webdriver.Chrome(options=opts)
     try:
@@ -38,6 +38,8 @@ def main(run_dir, out):
             except Exception:  # noqa: BLE001 - not clickable (already open or hidden)
                 pass
         time.sleep(4)
+        driver.execute_script("window.scrollTo(0, 0)")  # clicking scrolled the opened groups into view
+        time.sleep(1)
         driver.save_screenshot(out)
     finally:
         driver.quit()
