@@ -172,10 +172,10 @@ def ensure_run(cfg: dict, log=print, stream: bool = True) -> dict | None:
     return _read_json(os.path.join(run_dir, "run_summary.json"))
 
 
-def read_run(run_dir: str, finished_only: bool = True) -> dict:
-    """Accuracy and time figures of a tools/train.py run (all None when there is none)."""
+def read_run(run_dir: str) -> dict:
+    """Accuracy and time figures of a finished tools/train.py run (all None when there is none)."""
     summary = _read_json(os.path.join(run_dir, "run_summary.json"))
-    if not summary or (finished_only and not summary.get("finished")):
+    if not summary or not summary.get("finished"):
         return {"epoch_time_s": None, "train_acc": None, "val_acc": None, "test_acc": None, "epochs": None,
                 "run_ips": None, "run_dir": None}
     return {"epoch_time_s": summary["epoch_time_s_median"], "train_acc": summary["final_train_acc"],
