@@ -91,9 +91,10 @@ def build(spec: str, image_size: int, num_classes: int = 10):
 # ----------------------------------------------------------------------------- training runs
 
 def train_config(spec: str, run_dir: str, preset: str = "cifar", epochs: int = 3, threads: int = 0,
-                 device: str = "auto", overrides=()) -> dict:
+                 device: str = "auto", overrides=(), warmup_epochs: int = 0) -> dict:
     """The tools/train.py config of ``spec``'s run: ``preset`` "cifar" (32 px, this project's defaults)
-    or "ref224" (``configs/ref224_<model>.yaml``, the AI Studio reference setup), then ``overrides``."""
+    or "ref224" (``configs/ref224_<model>.yaml``, the AI Studio reference setup), then ``overrides``.
+    Comparison runs are short, so they warm up for ``warmup_epochs`` (0) instead of the trainer's 1."""
     name, kwargs = parse_spec(spec)
     if preset == "cifar":
         base, first = None, [f"Arch.name={name}", f"Arch.small_input={get_entry(name).ours}"]
@@ -107,7 +108,7 @@ def train_config(spec: str, run_dir: str, preset: str = "cifar", epochs: int = 3
         raise ValueError(f"unknown training preset {preset!r}; valid: cifar, ref224")
     first += [f"Arch.scale={kwargs['scale']}"] if "scale" in kwargs else []
     first += [f"Global.output_dir={run_dir}", f"Global.epochs={epochs}", f"Global.num_threads={threads}",
-              f"Global.device={device}"]
+              f"Global.device={device}", f"Optimizer.warmup_epochs={warmup_epochs}"]
     return load_config(base, [*first, *overrides])
 
 

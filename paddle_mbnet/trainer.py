@@ -92,6 +92,9 @@ def build_loaders(cfg, train, val, test):
 
 def build_optimizer(cfg, parameters, steps_per_epoch: int):
     o, epochs = cfg["Optimizer"], cfg["Global"]["epochs"]
+    if epochs > 0 and o["warmup_epochs"] >= epochs:
+        raise ValueError(f"Optimizer.warmup_epochs={o['warmup_epochs']} covers the whole {epochs}-epoch run, so the "
+                         f"learning rate would never reach Optimizer.lr; lower it, e.g. -o Optimizer.warmup_epochs=0")
     total = max(1, epochs * steps_per_epoch)
     warmup = min(total - 1, int(o["warmup_epochs"] * steps_per_epoch))
     lr = paddle.optimizer.lr

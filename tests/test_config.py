@@ -73,3 +73,15 @@ def test_readme_config_reference_lists_every_key_with_its_default():
     with open(f"{ROOT}/README.md") as f:
         readme = f.read()
     assert reference_table() in readme, "README's config reference is stale: paste config.reference_table()"
+
+
+def test_a_warmup_as_long_as_the_run_is_refused():
+    import paddle
+
+    from paddle_mbnet import trainer
+
+    params = paddle.nn.Linear(2, 2).parameters()
+    cfg = load_config(None, ["Global.epochs=1"])  # default Optimizer.warmup_epochs: 1
+    with pytest.raises(ValueError, match="warmup_epochs=1 covers the whole 1-epoch run.*warmup_epochs=0"):
+        trainer.build_optimizer(cfg, params, 10)
+    trainer.build_optimizer(load_config(None, ["Global.epochs=1", "Optimizer.warmup_epochs=0"]), params, 10)

@@ -40,6 +40,9 @@ def parse_args(argv=None):
     p.add_argument("--train-preset", default="cifar", choices=("cifar", "ref224"),
                    help="cifar: 32 px, this project's defaults; ref224: configs/ref224_<model>.yaml (AI Studio setup)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per training run (default 3, as the reference)")
+    p.add_argument("--warmup-epochs", type=int, default=0,
+                   help="linear warm-up epochs of the training runs (default 0: short runs should not spend "
+                        "their budget warming up)")
     p.add_argument("--train-size", type=int, default=None, help="training images per run (0 = all)")
     p.add_argument("--val-size", type=int, default=None, help="validation images carved from train")
     p.add_argument("--test-size", type=int, default=None, help="test images evaluated (0 = all)")
@@ -129,7 +132,8 @@ def train_config_for(compare, spec, args):
                  f"DataLoader.test_size={args.test_size}"]
     overrides += [f"DataLoader.val_size={args.val_size}"] if args.val_size is not None else []
     return compare.train_config(spec, os.path.join(args.out, "runs", spec.replace("@", "_a")), args.train_preset,
-                                args.epochs, args.threads, args.device, [*overrides, *args.override])
+                                args.epochs, args.threads, args.device, [*overrides, *args.override],
+                                args.warmup_epochs)
 
 
 def train_notes(cfg, args):
@@ -137,7 +141,8 @@ def train_notes(cfg, args):
     return ["Accuracies come from `tools/train.py` runs in `runs/`: train acc of the last epoch, the best "
             "validation accuracy (validation images carved from the training set) and the test accuracy of the "
             "epoch validation picked; `–` = no finished run. "
-            f"Training budget: preset `{args.train_preset}`, {args.epochs} epochs, {dl['image_size']} px, "
+            f"Training budget: preset `{args.train_preset}`, {args.epochs} epochs "
+            f"({cfg['Optimizer']['warmup_epochs']} of warm-up), {dl['image_size']} px, "
             f"batch {dl['batch_size']}, train images {dl['train_size'] or 'all'}, val {dl['val_size']}, "
             f"test {dl['test_size'] or 'all'}, data file `{os.path.basename(dl['data_file']) or 'downloaded'}`."]
 
