@@ -104,8 +104,11 @@ def main(argv=None):
               f"training throughput: one Adam step on a random batch of {train_batch} at {train_size_px} px "
               f"(the training config's size)"]
     print("\n".join(header), flush=True)
-    records = compare.measure_speed(specs, args.input_size, args.batch_size, train_size_px, train_batch,
-                                    args.repeats, args.warmup, engine=not args.no_engine, threads=args.threads)
+    try:
+        records = compare.measure_speed(specs, args.input_size, args.batch_size, train_size_px, train_batch,
+                                        args.repeats, args.warmup, engine=not args.no_engine, threads=args.threads)
+    except KeyboardInterrupt:
+        sys.exit("\ninterrupted during the timing, before any result was written; rerun to measure again")
     paper = compare.paper_tables()
     notes = train_notes(first, args)
 
