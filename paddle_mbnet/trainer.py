@@ -12,7 +12,9 @@ import itertools
 import json
 import os
 import random
+import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -366,6 +368,9 @@ def main(cfg, progress=True) -> dict:
 
         writer = LogWriter(logdir=os.path.join(out, "vdl"))
     interrupted = False
+    # SIGTERM (kill, a job scheduler, a backgrounded run whose SIGINT the shell ignores) saves like Ctrl-C
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main else None
     try:
         while state["epoch"] < g["epochs"]:
             epoch = state["epoch"]
@@ -408,6 +413,8 @@ def main(cfg, progress=True) -> dict:
                   f"{state['batches_done']} batches into the next); continue with -o Global.resume={out}",
                   file=sys.stderr)
     finally:
+        if in_main and previous is not None:  # None: the old handler was not set from Python
+            signal.signal(signal.SIGTERM, previous)
         if writer is not None:
             writer.close()
     summary = _summary(history, state, cfg, interrupted)
@@ -417,6 +424,10 @@ def main(cfg, progress=True) -> dict:
     if interrupted:
         raise KeyboardInterrupt
     return summary
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _fmt(v):

@@ -215,3 +215,30 @@ def test_two_cpu_processes_with_paddle_distributed_launch(archive, tmp_path):
     ckpt = paddle.load(str(out / "last.pdckpt"))
     assert ckpt["epoch"] == 2 and ckpt["step"] == 2 * 2  # 64 images / (16 per rank * 2 ranks) = 2 steps per epoch
     assert len(json.load(open(out / "metrics.json"))) == 2
+
+
+def test_sigterm_mid_epoch_saves_a_checkpoint(tmp_path):
+    """kill / a scheduler / a nohup'd run (whose SIGINT the shell ignores) stop training like Ctrl-C does."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    archive = write_tiny_cifar10(str(tmp_path / "c.tar.gz"), 4000, 20)
+    out = tmp_path / "run"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    argv = [sys.executable, "tools/train.py", "-c", "configs/mbv1_cifar.yaml"]
+    for o in (f"DataLoader.data_file={archive}", f"Global.output_dir={out}", "Global.epochs=2",
+              "DataLoader.batch_size=8", "DataLoader.val_size=16", "DataLoader.num_workers=0", "Arch.scale=0.25"):
+        argv += ["-o", o]
+    proc = subprocess.Popen(argv, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    deadline = time.time() + 240
+    while not (out / "vdl").is_dir() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted: saved" in err, err[-2000:]
+    ckpt = paddle.load(str(out / "last.pdckpt"))
+    assert ckpt["epoch"] == 0 and ckpt["batches_done"] > 0
