@@ -27,9 +27,6 @@ import numpy as np
 from .config import load_config, save_config
 from .registry import get_entry
 
-RECORD_KEYS = ("model", "params_m", "macs_m", "latency_ms_p50", "latency_ms_p90", "throughput_ips",
-               "engine_latency_ms_p50", "engine_latency_ms_p90", "engine_throughput_ips",
-               "train_ips", "epoch_time_s", "train_acc", "val_acc", "test_acc")
 EXTRA_KEYS = ("input_size", "train_input_size", "epochs", "run_ips", "run_dir")
 # Markdown column titles and formats; accuracies are fractions in JSON/CSV and percent in Markdown.
 COLUMNS = {
@@ -41,6 +38,7 @@ COLUMNS = {
     "epoch_time_s": ("epoch (s)", "{:.1f}"), "train_acc": ("train acc (%)", "{:.2f}"),
     "val_acc": ("best val acc (%)", "{:.2f}"), "test_acc": ("test acc (%)", "{:.2f}"),
 }
+RECORD_KEYS = tuple(COLUMNS)  # the columns of results.md/.csv/.json, in order
 PERCENT_KEYS = ("train_acc", "val_acc", "test_acc")
 DEFAULT_MODELS = ("vgg16", "vgg19", "resnet50", "resnet152", "mobilenet_v1", "mobilenet_v2")
 ALPHA_SWEEP = ("mobilenet_v1@0.75", "mobilenet_v1@0.5", "mobilenet_v1@0.25")

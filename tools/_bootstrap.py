@@ -12,9 +12,3 @@ def set_threads(n: int) -> None:
     if n > 0:
         os.environ["OMP_NUM_THREADS"] = str(n)
         os.environ["MKL_NUM_THREADS"] = str(n)
-
-
-def load_run(path: str, overrides=(), prefer=("best.pdckpt", "last.pdckpt")):
-    from paddle_mbnet import trainer
-
-    return trainer.load_run(path, overrides, prefer)

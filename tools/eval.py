@@ -28,7 +28,7 @@ def main(argv=None):
     from paddle_mbnet.data import CLASSES, DataError, build_transform, load_cifar10, CifarSplit
 
     try:
-        cfg, model, ckpt = _bootstrap.load_run(args.run, args.override)
+        cfg, model, ckpt = trainer.load_run(args.run, args.override)
         dl = cfg["DataLoader"]
         base = load_cifar10(dl["data_file"], "test")
     except (trainer.CheckpointError, ConfigError, DataError, ValueError) as e:

@@ -24,7 +24,7 @@ def main(argv=None):
     from paddle_mbnet import deploy, trainer
 
     try:
-        cfg, model, ckpt = _bootstrap.load_run(args.run)
+        cfg, model, ckpt = trainer.load_run(args.run)
     except trainer.CheckpointError as e:
         sys.exit(f"error: {e}")
     size = cfg["DataLoader"]["image_size"]

@@ -26,7 +26,7 @@ def main(argv=None):
                                       topk_lines)
 
     try:
-        cfg, model, _ = _bootstrap.load_run(args.run, args.override)
+        cfg, model, _ = trainer.load_run(args.run, args.override)
         items = load_images(args.images)
         items += cifar_test_items(cfg["DataLoader"]["data_file"], args.cifar_test) if args.cifar_test else []
     except (trainer.CheckpointError, DataError, OSError) as e:
