@@ -113,6 +113,7 @@ def train_config(spec: str, run_dir: str, preset: str = "cifar", epochs: int = 3
 def _comparable(cfg: dict) -> dict:
     cfg = json.loads(json.dumps(cfg))
     cfg["Global"]["resume"] = ""
+    cfg["Global"]["output_dir"] = ""  # where the run lives, not what it is: a moved --out still matches
     return cfg
 
 
@@ -130,7 +131,7 @@ def plan_run(cfg: dict) -> tuple[str, str]:
     old = load_config(saved)
     if _comparable(old) != _comparable(cfg):
         diff = [f"{s}.{k}: {old[s][k]!r} -> {cfg[s][k]!r}" for s in cfg for k in cfg[s]
-                if k != "resume" and old[s][k] != cfg[s][k]]
+                if k not in ("resume", "output_dir") and old[s][k] != cfg[s][k]]
         raise ValueError(f"{run_dir} holds a run with another config ({'; '.join(diff)}); "
                          f"pass another --out or delete that directory")
     summary = _read_json(os.path.join(run_dir, "run_summary.json"))
@@ -195,8 +196,9 @@ def _read_json(path):
 # ----------------------------------------------------------------------------- speed
 
 def measure_speed(specs, input_size=224, batch_size=16, train_input_size=32, train_batch=32, repeats=10,
-                  warmup=2, engine=True, threads=1, tensorrt=None, log=print) -> dict:
-    """Complexity and timings for every spec, interleaved; returns {spec: partial record}."""
+                  warmup=2, engine=True, threads=1, tensorrt=None, timing=True, log=print) -> dict:
+    """Complexity and timings for every spec, interleaved; returns {spec: partial record}.
+    ``timing=False`` gives the complexity only (timing columns None)."""
     import paddle
 
     from .benchmark import train_step_fn
@@ -216,6 +218,9 @@ def measure_speed(specs, input_size=224, batch_size=16, train_input_size=32, tra
             c = complexity(model, (3, input_size, input_size))
             records[spec] = {"model": spec, "params_m": c.params / 1e6, "macs_m": c.macs / 1e6,
                              "input_size": input_size, "train_input_size": train_input_size}
+            log(f"[speed] {spec}: {c.params / 1e6:.2f} M params, {c.macs / 1e6:.1f} M mult-adds at {input_size} px")
+            if not timing:
+                continue
             x1 = paddle.randn([1, 3, input_size, input_size])
             xb = paddle.randn([batch_size, 3, input_size, input_size])
 
@@ -233,7 +238,8 @@ def measure_speed(specs, input_size=224, batch_size=16, train_input_size=32, tra
                 tasks[spec]["engine_throughput"] = lambda p=pred, x=nb: run_predictor(p, x)
             if train_batch > 0:
                 tasks[spec]["train"] = train_step_fn(build(spec, train_input_size), train_batch, train_input_size)
-            log(f"[speed] {spec}: {c.params / 1e6:.2f} M params, {c.macs / 1e6:.1f} M mult-adds at {input_size} px")
+        if not timing:
+            repeats, tasks = 0, {spec: {} for spec in specs}
         for spec in specs:
             for fn in tasks[spec].values():
                 for _ in range(warmup):

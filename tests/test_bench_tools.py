@@ -7,11 +7,14 @@ from helpers import run_tool
 
 def test_bench_depthwise_prints_layer_and_step_ratios():
     out = run_tool("bench_depthwise.py", "--threads", "1", "--batch", "2", "--steps", "1",
-                   "--models", "mobilenet_v1").stdout
+                   "--models", "mobilenet_v1", "--profile").stdout
     assert "OMP_NUM_THREADS=1" in out
     assert len(re.findall(r"C=\s+\d+ .* custom .* ms .* paddle .* ms .*x", out)) == 13  # V1's 13 depthwise layers
     assert re.search(r"all depthwise layers: custom [\d.]+ ms, paddle [\d.]+ ms per step -> [\d.]+x", out)
     assert re.search(r"mobilenet_v1 +custom/paddle speed-up [\d.]+x", out)
+    # --profile: paddle's operator table, and our op's forward (not an operator event) as a user event
+    assert "Operator Summary" in out and re.search(r"conv2d dygraph +\d+ ", out)
+    assert re.search(r"depthwise forward \(mbnet op\) +39 ", out)  # 13 layers x 3 profiled steps
 
 
 def test_bench_data_prints_the_pipeline_to_training_ratio(tmp_path):

@@ -167,6 +167,20 @@ def test_no_train_without_runs_reports_speed_only(archive, tmp_path):
     assert not os.path.exists(os.path.join(out, "acc_vs_macs.png"))
 
 
+def test_no_speed_reports_runs_without_timing(archive, result, tmp_path):
+    """--no-speed (train on a busy machine, time later): the finished runs are read, nothing is timed."""
+    out = str(tmp_path / "o")
+    shutil.copytree(result[0], out)
+    proc = run_tool(*_args(archive, out, "--no-speed"), timeout=300)
+    assert "no timing (--no-speed)" in proc.stdout and proc.stdout.count(": finished (1 epochs): skip") == 2
+    with open(os.path.join(out, "results.json")) as f:
+        records = json.load(f)
+    for r in records:
+        assert r["macs_m"] > 0 and 0 <= r["test_acc"] <= 1
+        assert all(r[k] is None for k in ("latency_ms_p50", "engine_latency_ms_p50", "throughput_ips", "train_ips"))
+    assert run_tool(*_args(archive, out, "--no-speed", "--no-train"), check=False).returncode != 0
+
+
 @pytest.mark.parametrize("models, match", [
     ("foo", "unknown model 'foo'; valid names: .*mobilenet_v1"),
     ("vgg16@0.5", "width multiplier .* our MobileNets only"),

@@ -1,4 +1,9 @@
 """The custom CPU depthwise operator against paddle's grouped conv2d."""
+import os
+import shutil
+import subprocess
+import sys
+
 import numpy as np
 import paddle
 import paddle.nn.functional as F
@@ -37,6 +42,20 @@ def test_forward_and_gradients_match_conv2d(n, c, h, w, stride, k):
     ours = _grads(lambda a, b: ops.depthwise_conv2d(a, b, stride, pad), x, wt)
     paddle.seed(1)
     ref = _grads(lambda a, b: F.conv2d(a, b, stride=stride, padding=pad, groups=c), x, wt)
+    for a, b in zip(ours, ref):
+        assert a.shape == b.shape
+        _close(a, b)
+
+
+@pytest.mark.parametrize("k,pad,stride", [(3, 0, 1), (3, 0, 2), (3, 2, 1), (3, 3, 2), (5, 1, 1), (1, 0, 1), (2, 0, 1)])
+def test_other_paddings_and_kernel_sizes(k, pad, stride):
+    """Paddings other than (k - 1) // 2 take the generic paths (e.g. the input gradient by scattering)."""
+    x = paddle.randn([3, 4, 9, 8])
+    wt = paddle.randn([4, 1, k, k])
+    paddle.seed(2)
+    ours = _grads(lambda a, b: ops.depthwise_conv2d(a, b, stride, pad), x, wt)
+    paddle.seed(2)
+    ref = _grads(lambda a, b: F.conv2d(a, b, stride=stride, padding=pad, groups=4), x, wt)
     for a, b in zip(ours, ref):
         assert a.shape == b.shape
         _close(a, b)
@@ -100,3 +119,18 @@ def test_export_falls_back_to_paddle_kernel(tmp_path):
     _close(loaded(x).numpy(), model(x).numpy())
     program_files = list(tmp_path.iterdir())
     assert not any(b"mbnet_depthwise" in f.read_bytes() for f in program_files if f.is_file())
+
+
+def test_built_op_is_reused_from_another_checkout(tmp_path):
+    """The op is compiled once per source/paddle/CPU: a copy of the package elsewhere (a second clone,
+    a notebook's working copy) loads the cached library instead of rebuilding it."""
+    so = os.path.join(ops._build_dir(), "mbnet_depthwise", "mbnet_depthwise.so")
+    before = os.stat(so).st_mtime_ns
+    shutil.copytree(os.path.dirname(pm.__file__), tmp_path / "paddle_mbnet",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    code = ("import paddle, paddle_mbnet.ops as o; o.custom_depthwise_available(required=True); "
+            "x = paddle.ones([1, 2, 4, 4]); print(float(o.depthwise_conv2d(x, paddle.ones([2, 1, 3, 3])).sum()))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert float(out.stdout.split()[-1]) == 2 * (4 * 4 + 8 * 6 + 4 * 9)  # corners 4, edges 6, middle 9 taps
+    assert os.stat(so).st_mtime_ns == before, "the op was rebuilt"

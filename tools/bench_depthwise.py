@@ -1,13 +1,15 @@
 """Speed of our depthwise operator vs paddle's kernel (and PyTorch, if installed) on MobileNetV1/V2.
 
-    python tools/bench_depthwise.py [--threads 2] [--batch 128] [--steps 5]
+    python tools/bench_depthwise.py [--threads 2] [--batch 128] [--steps 5] [--profile]
 
 Two levels, both at batch 128 and 32x32 with small_input=True:
 - the operator alone: forward + backward (input and weight grads) of every depthwise
   layer of the network, our op vs F.conv2d(groups=C), summed over the layers;
 - a whole training step (Adam) of the network with depthwise="custom" / "paddle" / PyTorch.
 Each round times every variant in turn (interleaved, so drift hits all alike) after
-warm-up; figures are medians over the rounds, with the spread.
+warm-up; figures are medians over the rounds, with the spread. --profile then runs
+paddle.profiler over a few steps with our op and prints where the step's time goes,
+per operator type.
 """
 import argparse
 
@@ -20,6 +22,7 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--steps", type=int, default=5, help="timed rounds")
     p.add_argument("--models", default="mobilenet_v1,mobilenet_v2")
+    p.add_argument("--profile", action="store_true", help="also profile the step with our op, per operator type")
     args = p.parse_args(argv)
     _bootstrap.set_threads(args.threads)
     import numpy as np
@@ -47,6 +50,9 @@ def main(argv=None):
             print(f"{name:13s} {k:7s} {ips[k]:7.1f} img/s  {np.median(v):8.1f} ms/step  (min {v.min():.1f}, max {v.max():.1f})")
         print(f"{name:13s} custom/paddle speed-up {ips['custom'] / ips['paddle']:.2f}x"
               + (f", custom/torch {ips['custom'] / ips['torch']:.2f}x" if "torch" in ips else ", torch not installed"))
+    if args.profile:
+        for name in args.models.split(","):
+            _profile_step(name, args)
 
 
 def _interleaved(variants, steps, warmup=2):
@@ -111,6 +117,42 @@ def _bench_layers(name, args):
               f"paddle {1000 * med['paddle']:8.2f} ms  {med['paddle'] / med['custom']:5.1f}x")
     print(f"{name:13s} all depthwise layers: custom {1000 * total['custom']:.1f} ms, paddle "
           f"{1000 * total['paddle']:.1f} ms per step -> {total['paddle'] / total['custom']:.1f}x")
+
+
+def _profile_step(name, args, steps=3):
+    """paddle.profiler over ``steps`` training steps with our op (after one untimed step): operator types
+    by CPU time. Custom operators' forward calls are not operator events there, so each depthwise
+    layer's forward is wrapped in a user-defined event (the "UserDefined" view)."""
+    import paddle.profiler as profiler
+
+    from paddle_mbnet import build_model
+    from paddle_mbnet.benchmark import train_step_fn
+    from paddle_mbnet.layers import DepthwiseConv2D
+
+    model = build_model(name, num_classes=10, small_input=True, depthwise="custom")
+    events = []
+
+    def begin(layer, inputs):
+        events.append(profiler.RecordEvent("depthwise forward (mbnet op)"))
+        events[-1].begin()
+
+    def end(layer, inputs, output):
+        events.pop().end()
+
+    for m in model.sublayers():
+        if isinstance(m, DepthwiseConv2D):
+            m.register_forward_pre_hook(begin)
+            m.register_forward_post_hook(end)
+    step = train_step_fn(model, args.batch, 32)
+    step()
+    with profiler.Profiler(targets=[profiler.ProfilerTarget.CPU], on_trace_ready=lambda prof: None) as prof:
+        for _ in range(steps):
+            step()
+            prof.step()
+    print(f"{name}: paddle.profiler, {steps} training steps with depthwise='custom', batch {args.batch}")
+    prof.summary(sorted_by=profiler.SortedKeys.CPUTotal, op_detail=False, thread_sep=False, time_unit="ms",
+                 views=[profiler.SummaryView.OverView, profiler.SummaryView.OperatorView,
+                        profiler.SummaryView.UDFView])
 
 
 def _torch_steps(args):

@@ -3,6 +3,7 @@
     python tools/compare.py                       # six models: speed at 224 px + 3-epoch CIFAR-10 runs
     python tools/compare.py --quick --data-file /data/cifar-10-python.tar.gz   # a few minutes on a CPU
     python tools/compare.py --no-train --models mobilenet_v1,mobilenet_v1@0.5,resnet50
+    python tools/compare.py --no-speed ...   # train now (machine busy), time later with --no-train
     python tools/compare.py --alpha-sweep --full-conv --models mobilenet_v1   # V1 Tables 4 and 6 on CIFAR-10
 
 Writes results.md (also printed), results.csv, results.json and PNG plots to --out.
@@ -37,6 +38,9 @@ def parse_args(argv=None):
                    help="fewer repeats, small batches, 1-epoch runs on 512 training images: minutes on a CPU")
     p.add_argument("--no-train", action="store_true",
                    help="launch no training; report accuracies of runs already finished in <out>/runs")
+    p.add_argument("--no-speed", action="store_true",
+                   help="skip the timing: complexity and the training runs only (for a busy machine, whose "
+                        "timings would mislead); time later with the same arguments and --no-train")
     p.add_argument("--train-preset", default="cifar", choices=("cifar", "ref224"),
                    help="cifar: 32 px, this project's defaults; ref224: configs/ref224_<model>.yaml (AI Studio setup)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per training run (default 3, as the reference)")
@@ -92,6 +96,8 @@ def main(argv=None):
     except RuntimeError as e:
         sys.exit(f"error: {e}")
     paddle.base.core.set_num_threads(args.threads)
+    if args.no_speed and args.no_train:
+        sys.exit("error: --no-speed with --no-train leaves nothing to do")
     first = run_cfgs[specs[0]]
     train_size_px = first["DataLoader"]["image_size"]
     train_batch = first["DataLoader"]["batch_size"] if args.train_batch is None else args.train_batch
@@ -103,10 +109,13 @@ def main(argv=None):
               f"in every round, synchronize before each clock read",
               f"training throughput: one Adam step on a random batch of {train_batch} at {train_size_px} px "
               f"(the training config's size)"]
+    if args.no_speed:
+        header[-2:] = [f"complexity at {args.input_size}x{args.input_size}; no timing (--no-speed)"]
     print("\n".join(header), flush=True)
     try:
         records = compare.measure_speed(specs, args.input_size, args.batch_size, train_size_px, train_batch,
-                                        args.repeats, args.warmup, engine=not args.no_engine, threads=args.threads)
+                                        args.repeats, args.warmup, engine=not args.no_engine, threads=args.threads,
+                                        timing=not args.no_speed)
     except KeyboardInterrupt:
         sys.exit("\ninterrupted during the timing, before any result was written; rerun to measure again")
     paper = compare.paper_tables()

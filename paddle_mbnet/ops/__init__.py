@@ -14,6 +14,7 @@ import io
 import logging
 import os
 import platform
+import shutil
 import sys
 import threading
 import warnings
@@ -61,13 +62,19 @@ def _load():
 
             build_dir = _build_dir()
             os.makedirs(build_dir, exist_ok=True)
+            # Compile a copy inside the cache: paddle's rebuild check hashes the source *path*, so
+            # two checkouts sharing the cache would otherwise rebuild the op each time they alternate.
+            src = os.path.join(build_dir, os.path.basename(_SRC))
+            if not os.path.isfile(src):
+                shutil.copyfile(_SRC, src + ".tmp")
+                os.replace(src + ".tmp", src)
             # -march=native is safe because the cache key includes the CPU model.
             # paddle prints "Compiling user custom op" (even when it only loads the cached .so),
             # logs "using custom operator only" and warns about ccache on every load.
             with warnings.catch_warnings(), _quiet_logging(), contextlib.redirect_stdout(io.StringIO()):
                 warnings.simplefilter("ignore")
                 _state["module"] = load(
-                    name="mbnet_depthwise", sources=[_SRC], build_directory=build_dir,
+                    name="mbnet_depthwise", sources=[src], build_directory=build_dir,
                     extra_cxx_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"],
                     verbose=False)
         except Exception as e:  # noqa: BLE001 - any build failure means "fall back"
