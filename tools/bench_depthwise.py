@@ -30,9 +30,11 @@ def main(argv=None):
 
     from paddle_mbnet import build_model
     from paddle_mbnet.benchmark import env_header, train_step_fn
+    from paddle_mbnet.cpu_memory import keep_freed_memory
 
     paddle.set_device("cpu")
     paddle.base.core.set_num_threads(args.threads)
+    keep_freed_memory()  # as tools/train.py does on CPU; PADDLE_MBNET_MALLOC=default to compare without
     print(env_header())
     torch_steps = _torch_steps(args)
     for name in args.models.split(","):

@@ -89,6 +89,7 @@ def main(argv=None):
     import paddle
 
     from paddle_mbnet.benchmark import env_header
+    from paddle_mbnet.cpu_memory import keep_freed_memory
     from paddle_mbnet.trainer import select_device
 
     try:
@@ -96,6 +97,8 @@ def main(argv=None):
     except RuntimeError as e:
         sys.exit(f"error: {e}")
     paddle.base.core.set_num_threads(args.threads)
+    if device == "cpu":
+        keep_freed_memory()  # the eager timings run as tools/train.py trains
     if args.no_speed and args.no_train:
         sys.exit("error: --no-speed with --no-train leaves nothing to do")
     first = run_cfgs[specs[0]]

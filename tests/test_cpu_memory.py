@@ -1,0 +1,38 @@
+"""keep_freed_memory: large blocks are reused instead of page-faulted in again (glibc only)."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from helpers import ROOT
+
+# Create and free a 64 MB paddle tensor a few times; count the minor page faults of the last round.
+# (numpy would not do: it asks for transparent huge pages, which fault 512x less often.)
+CODE = """
+import resource
+import paddle
+from paddle_mbnet import cpu_memory
+print(cpu_memory.keep_freed_memory())
+for _ in range(3):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    a = paddle.ones([16 * 2**20])
+    del a
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _faults(env_value):
+    env = {k: v for k, v in os.environ.items() if k != "PADDLE_MBNET_MALLOC"}
+    env.update(PYTHONPATH=ROOT, **({"PADDLE_MBNET_MALLOC": env_value} if env_value else {}))
+    out = subprocess.run([sys.executable, "-c", CODE], env=env, capture_output=True, text=True, check=True).stdout
+    active, faults = out.split()
+    return active == "True", int(faults)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")
+def test_freed_blocks_are_reused_and_the_default_can_be_kept():
+    active, faults = _faults(None)
+    assert active and faults < 1000  # 64 MB = 16384 pages; reused, so hardly any fault
+    active, faults = _faults("default")
+    assert not active and faults > 10000  # glibc maps and unmaps a fresh block: one fault per 4 KB page
