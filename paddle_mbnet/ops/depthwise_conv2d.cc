@@ -87,25 +87,31 @@ inline v8f load8(const float* p) {
 }
 
 // gw[kh][kw] += sum over oh, ow of gy[oh][ow] * in[oh * s + kh][ow * s + kw] (in padded, as above).
-// With K fixed and stride 1, eight output columns at a time keep their K * K partial sums in registers
-// down the whole plane: no horizontal reduction per row. (GCC does not vectorize this outer loop by
-// itself, hence the explicit vectors.) Otherwise the sums are kept per tap and column in `part`.
+// With K fixed and stride 1 or 2, eight output columns at a time keep their K * K partial sums in
+// registers down the whole plane: no horizontal reduction per row. (GCC does not vectorize this outer
+// loop by itself, hence the explicit vectors.) Stride 2 reads the column halves of `in` (split_columns),
+// where the taps are contiguous. The remaining columns keep their sums per tap and column in `part`.
 // Partial sums hold at most Ho terms in float; the per-plane totals go to gw in double.
 template <int KT, int ST>
-void weight_grad(const float* __restrict__ in, int Wp, const float* __restrict__ gy, double* __restrict__ gw,
-                 float* __restrict__ part, int Ho, int Wo, int k, int s) {
+void weight_grad(const float* __restrict__ in, int Hp, int Wp, const float* __restrict__ halves,
+                 const float* __restrict__ gy, double* __restrict__ gw, float* __restrict__ part, int Ho, int Wo,
+                 int k, int s) {
   const int K = KT > 0 ? KT : k;
   const int S = ST > 0 ? ST : s;
   int ow0 = 0;
-  if (KT > 0 && ST == 1) {
+  if (KT > 0 && (ST == 1 || ST == 2)) {
     constexpr int KK = KT > 0 ? KT * KT : 1;
+    const int Wh = (Wp + 1) / 2;
     for (; ow0 + 8 <= Wo; ow0 += 8) {
       v8f acc[KK] = {};
       for (int oh = 0; oh < Ho; ++oh) {
         const v8f gv = load8(gy + oh * Wo + ow0);
-        const float* ip = in + oh * Wp + ow0;
         for (int kh = 0; kh < KT; ++kh)
-          for (int kw = 0; kw < KT; ++kw) acc[kh * KT + kw] += gv * load8(ip + kh * Wp + kw);
+          for (int kw = 0; kw < KT; ++kw) {
+            const float* ip = ST == 1 ? in + (oh + kh) * Wp + kw + ow0
+                                      : halves + (kw & 1) * Hp * Wh + (2 * oh + kh) * Wh + (kw >> 1) + ow0;
+            acc[kh * KT + kw] += gv * load8(ip);
+          }
       }
       for (int t = 0; t < KK; ++t) std::memcpy(part + t * Wo + ow0, &acc[t], sizeof(v8f));
     }
@@ -128,6 +134,35 @@ void weight_grad(const float* __restrict__ in, int Wp, const float* __restrict__
     for (int ow = 0; ow < Wo; ++ow) sum += part[t * Wo + ow];
     gw[t] += sum;
   }
+}
+
+// Stride 2: the Hp x Wp plane `src` as two Hp x ceil(Wp / 2) planes, even columns then odd ones (the
+// odd half's last column is zero when Wp is odd), so column ow * 2 + kw is column ow + kw / 2 of half
+// kw % 2: stride-2 taps become contiguous loads. merge_columns is the inverse for the plane's middle.
+void split_columns(const float* __restrict__ src, int Hp, int Wp, float* __restrict__ dst) {
+  const int Wh = (Wp + 1) / 2;
+  float* __restrict__ even = dst;
+  float* __restrict__ odd = dst + Hp * Wh;
+  for (int r = 0; r < Hp; ++r) {
+    const float* __restrict__ row = src + r * Wp;
+    for (int j = 0; j < Wp / 2; ++j) {
+      even[r * Wh + j] = row[2 * j];
+      odd[r * Wh + j] = row[2 * j + 1];
+    }
+    if (Wp % 2) {
+      even[r * Wh + Wh - 1] = row[Wp - 1];
+      odd[r * Wh + Wh - 1] = 0.f;
+    }
+  }
+}
+
+void merge_columns(const float* __restrict__ halves, int Hp, int Wp, int p, float* __restrict__ out, int H, int W) {
+  const int Wh = (Wp + 1) / 2;
+  for (int h = 0; h < H; ++h)
+    for (int w = 0; w < W; ++w) {
+      const int c = w + p;
+      out[h * W + w] = halves[(c & 1) * Hp * Wh + (h + p) * Wh + (c >> 1)];
+    }
 }
 
 // Input gradient by scattering: gxp[oh * s + kh][ow * s + kw] += w[kh][kw] * gy[oh][ow] into a padded
@@ -153,7 +188,7 @@ void scatter_input_grad(const float* __restrict__ gy, const float* __restrict__ 
 
 // Scratch planes of one thread, reused across the planes it handles.
 struct Scratch {
-  std::vector<float> a, b, part;
+  std::vector<float> a, b, c, part;
 };
 
 template <int KT, int ST>
@@ -164,21 +199,39 @@ void forward_plane(const float* x, const float* w, float* out, const Geometry& g
 
 // One (sample, channel) plane of the backward pass: the input gradient plane gx and this plane's share of
 // the weight gradient (added to gw). With stride 1 and p <= K - 1 the input gradient is the forward
-// correlation of gy, padded by K - 1 - p, with the kernel rotated by 180 degrees (wr); otherwise it is
-// scattered into a padded plane whose middle is then copied out.
+// correlation of gy, padded by K - 1 - p, with the kernel rotated by 180 degrees (wr). Otherwise it is
+// scattered into a padded plane whose middle is then copied out; for 3x3 stride 2 into its column
+// halves, where every tap's row of targets is contiguous.
 template <int KT, int ST>
 void backward_plane(const float* x, const float* w, const float* wr, const float* gy, float* gx, double* gw,
                     const Geometry& g, Scratch& t) {
+  const int Hp = g.Hp(), Wp = g.Wp();
   pad_plane(x, t.a.data(), g.H, g.W, g.p);
-  weight_grad<KT, ST>(t.a.data(), g.Wp(), gy, gw, t.part.data(), g.Ho, g.Wo, g.K, g.s);
+  const bool halves = KT > 0 && ST == 2;
+  if (halves) split_columns(t.a.data(), Hp, Wp, t.c.data());
+  weight_grad<KT, ST>(t.a.data(), Hp, Wp, t.c.data(), gy, gw, t.part.data(), g.Ho, g.Wo, g.K, g.s);
   const int q = g.K - 1 - g.p;
   if (g.s == 1 && q >= 0) {
     pad_plane(gy, t.b.data(), g.Ho, g.Wo, q);
     correlate<KT, ST>(t.b.data(), g.Wo + 2 * q, wr, gx, g.H, g.W, g.K, 1);
+  } else if (halves) {
+    const int Wh = (Wp + 1) / 2;
+    std::fill(t.b.begin(), t.b.begin() + 2 * Hp * Wh, 0.f);
+    for (int oh = 0; oh < g.Ho; ++oh) {
+      const float* __restrict__ grow = gy + oh * g.Wo;
+      for (int kh = 0; kh < KT; ++kh)
+        for (int kw = 0; kw < KT; ++kw) {
+          const float wv = w[kh * KT + kw];
+          float* __restrict__ dst = t.b.data() + (kw & 1) * Hp * Wh + (2 * oh + kh) * Wh + (kw >> 1);
+#pragma omp simd
+          for (int ow = 0; ow < g.Wo; ++ow) dst[ow] += wv * grow[ow];
+        }
+    }
+    merge_columns(t.b.data(), Hp, Wp, g.p, gx, g.H, g.W);
   } else {
     std::fill(t.b.begin(), t.b.end(), 0.f);
-    scatter_input_grad<KT, ST>(gy, w, t.b.data(), g.Wp(), g.Ho, g.Wo, g.K, g.s);
-    for (int h = 0; h < g.H; ++h) std::memcpy(gx + h * g.W, t.b.data() + (h + g.p) * g.Wp() + g.p, sizeof(float) * g.W);
+    scatter_input_grad<KT, ST>(gy, w, t.b.data(), Wp, g.Ho, g.Wo, g.K, g.s);
+    for (int h = 0; h < g.H; ++h) std::memcpy(gx + h * g.W, t.b.data() + (h + g.p) * Wp + g.p, sizeof(float) * g.W);
   }
 }
 
@@ -209,7 +262,9 @@ void backward(const float* xp, const float* wp, const float* gyp, float* gxp, fl
   {
     Scratch t;
     t.a.resize(static_cast<size_t>(g.Hp()) * g.Wp());
-    t.b.resize(std::max(static_cast<size_t>(g.Hp()) * g.Wp(), static_cast<size_t>(g.Ho + 2 * q) * (g.Wo + 2 * q)));
+    const size_t halves = 2 * static_cast<size_t>(g.Hp()) * ((g.Wp() + 1) / 2);  // >= Hp * Wp
+    t.b.resize(std::max(halves, static_cast<size_t>(g.Ho + 2 * q) * (g.Wo + 2 * q)));
+    t.c.resize(halves);
     t.part.resize(static_cast<size_t>(KK) * g.Wo);
     std::vector<float> wr(KK);
     std::vector<double> acc(KK);
