@@ -23,6 +23,8 @@ import paddle.nn.functional as F
 from paddle.io import DataLoader, DistributedBatchSampler
 
 from .config import apply_overrides, save_config
+from .cpu_memory import describe as describe_malloc
+from .cpu_memory import keep_freed_memory
 from .data import build_datasets
 from .registry import build_model
 
@@ -315,6 +317,8 @@ def main(cfg, progress=True) -> dict:
     device = select_device(g["device"])
     if g["num_threads"] > 0:
         paddle.base.core.set_num_threads(g["num_threads"])
+    if device == "cpu":
+        keep_freed_memory()
     out = g["output_dir"]
     os.makedirs(out, exist_ok=True)
 
@@ -360,7 +364,8 @@ def main(cfg, progress=True) -> dict:
         impl = getattr(getattr(model, "_layers", model), "depthwise_impl", "n/a")  # under DataParallel too
         print(f"model {cfg['Arch']['name']} ({impl} depthwise) on {device}, "
               f"threads={os.environ.get('OMP_NUM_THREADS', 'default')}, train/val/test = "
-              f"{len(train)}/{len(val) if val else 0}/{len(test)}, output {out}")
+              f"{len(train)}/{len(val) if val else 0}/{len(test)}, output {out}"
+              + (f"; {describe_malloc()}" if device == "cpu" else ""))
 
     writer = None
     if rank0:

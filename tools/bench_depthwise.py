@@ -23,6 +23,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=5, help="timed rounds")
     p.add_argument("--models", default="mobilenet_v1,mobilenet_v2")
     p.add_argument("--profile", action="store_true", help="also profile the step with our op, per operator type")
+    p.add_argument("--skip-layers", action="store_true", help="time the whole training steps only")
     args = p.parse_args(argv)
     _bootstrap.set_threads(args.threads)
     import numpy as np
@@ -37,7 +38,7 @@ def main(argv=None):
     keep_freed_memory()  # as tools/train.py does on CPU; PADDLE_MBNET_MALLOC=default to compare without
     print(env_header())
     torch_steps = _torch_steps(args)
-    for name in args.models.split(","):
+    for name in [] if args.skip_layers else args.models.split(","):
         _bench_layers(name, args)
     print(f"training step, batch {args.batch}, 32x32, small_input=True, Adam; median of {args.steps} rounds")
     for name in args.models.split(","):
