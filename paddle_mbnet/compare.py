@@ -129,9 +129,10 @@ def plan_run(cfg: dict) -> tuple[str, str]:
     if not os.path.isfile(saved):
         return "start", "no run yet"
     old = load_config(saved)
-    if _comparable(old) != _comparable(cfg):
-        diff = [f"{s}.{k}: {old[s][k]!r} -> {cfg[s][k]!r}" for s in cfg for k in cfg[s]
-                if k not in ("resume", "output_dir") and old[s][k] != cfg[s][k]]
+    old_c, new_c = _comparable(old), _comparable(cfg)
+    if old_c != new_c:
+        diff = [f"{s}.{k}: {old_c[s][k]!r} -> {new_c[s][k]!r}" for s in new_c for k in new_c[s]
+                if old_c[s][k] != new_c[s][k]]
         raise ValueError(f"{run_dir} holds a run with another config ({'; '.join(diff)}); "
                          f"pass another --out or delete that directory")
     summary = _read_json(os.path.join(run_dir, "run_summary.json"))
@@ -219,6 +220,7 @@ def measure_speed(specs, input_size=224, batch_size=16, train_input_size=32, tra
             records[spec] = {"model": spec, "params_m": c.params / 1e6, "macs_m": c.macs / 1e6,
                              "input_size": input_size, "train_input_size": train_input_size}
             log(f"[speed] {spec}: {c.params / 1e6:.2f} M params, {c.macs / 1e6:.1f} M mult-adds at {input_size} px")
+            tasks[spec] = {}
             if not timing:
                 continue
             x1 = paddle.randn([1, 3, input_size, input_size])
@@ -228,7 +230,7 @@ def measure_speed(specs, input_size=224, batch_size=16, train_input_size=32, tra
                 with paddle.no_grad():
                     model(x)
 
-            tasks[spec] = {"latency": lambda f=eager, x=x1: f(x), "throughput": lambda f=eager, x=xb: f(x)}
+            tasks[spec].update(latency=lambda f=eager, x=x1: f(x), throughput=lambda f=eager, x=xb: f(x))
             if engine:
                 prefix = export(model, os.path.join(tmp.name, spec.replace("@", "_"), "model"), input_size)
                 pred = create_predictor(prefix, threads=threads, onednn=not gpu, gpu=gpu, tensorrt=tensorrt)
@@ -239,7 +241,7 @@ def measure_speed(specs, input_size=224, batch_size=16, train_input_size=32, tra
             if train_batch > 0:
                 tasks[spec]["train"] = train_step_fn(build(spec, train_input_size), train_batch, train_input_size)
         if not timing:
-            repeats, tasks = 0, {spec: {} for spec in specs}
+            repeats = 0
         for spec in specs:
             for fn in tasks[spec].values():
                 for _ in range(warmup):

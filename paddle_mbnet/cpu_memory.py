@@ -4,9 +4,8 @@ Why: paddle's CPU tensors come from malloc, and glibc serves large blocks with f
 pages that it unmaps again on free, and gives the free top of its heap back to the OS. Every
 large activation and gradient is then page-faulted in anew at every step (a 64 MB paddle
 tensor freed and created again faults in all its 16384 pages; tests/test_cpu_memory.py). On
-the project's 2-core VM a fault costs ~2.7 us per 4 KB page; a MobileNetV2 training step at
-batch 128 took ~290k of them, and 7.1 s instead of 5.8 s with this setting (one thread; the
-2-thread figures of tools/bench_depthwise.py are in the README). PyTorch users get the same
+the project's 2-core VM this setting speeds a MobileNetV2 training step at batch 128 up by ~20%
+(tools/bench_depthwise.py with and without it; figures in the README). PyTorch users get the same
 advice in the form of jemalloc/tcmalloc; mallopt needs no extra library.
 
 ``keep_freed_memory()`` sets M_MMAP_MAX = 0 (no mmap'd blocks) and a 2 GB trim threshold, so a

@@ -76,6 +76,8 @@ def main(argv=None):
         specs = compare.parse_specs(args.models)
         specs += [s for s in ((["mobilenet_v1_conv"] if args.full_conv else [])
                               + (list(compare.ALPHA_SWEEP) if args.alpha_sweep else [])) if s not in specs]
+        if args.no_speed and args.no_train:
+            raise ValueError("--no-speed with --no-train leaves nothing to do")
         for name, value in (("--input-size", args.input_size), ("--repeats", args.repeats),
                             ("--batch-size", args.batch_size), ("--threads", args.threads)):
             if value < 1:
@@ -99,8 +101,6 @@ def main(argv=None):
     paddle.base.core.set_num_threads(args.threads)
     if device == "cpu":
         keep_freed_memory()  # the eager timings run as tools/train.py trains
-    if args.no_speed and args.no_train:
-        sys.exit("error: --no-speed with --no-train leaves nothing to do")
     first = run_cfgs[specs[0]]
     train_size_px = first["DataLoader"]["image_size"]
     train_batch = first["DataLoader"]["batch_size"] if args.train_batch is None else args.train_batch
