@@ -9,7 +9,7 @@ import time
 import numpy as np
 import paddle
 
-from . import cpu_memory
+from . import cpu_blas, cpu_memory
 from .trainer import synchronize
 
 
@@ -26,7 +26,7 @@ def env_header() -> str:
         gpu = f", GPU {paddle.device.cuda.get_device_name()}, CUDA {paddle.version.cuda()}"
     return (f"device {device}{gpu}, CPU {cpu} ({os.cpu_count()} logical cores), "
             f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, paddle {paddle.__version__}, "
-            f"python {platform.python_version()}; {cpu_memory.describe()}")
+            f"python {platform.python_version()}; {cpu_memory.describe()}; {cpu_blas.describe()}")
 
 
 def time_fn(fn, warmup: int = 2, repeats: int = 5) -> np.ndarray:

@@ -22,6 +22,7 @@ import paddle
 import paddle.nn.functional as F
 from paddle.io import DataLoader, DistributedBatchSampler
 
+from . import cpu_blas
 from .config import apply_overrides, save_config
 from .cpu_memory import describe as describe_malloc
 from .cpu_memory import keep_freed_memory
@@ -365,7 +366,7 @@ def main(cfg, progress=True) -> dict:
         print(f"model {cfg['Arch']['name']} ({impl} depthwise) on {device}, "
               f"threads={os.environ.get('OMP_NUM_THREADS', 'default')}, train/val/test = "
               f"{len(train)}/{len(val) if val else 0}/{len(test)}, output {out}"
-              + (f"; {describe_malloc()}" if device == "cpu" else ""))
+              + (f"; {describe_malloc()}; {cpu_blas.describe()}" if device == "cpu" else ""))
 
     writer = None
     if rank0:
