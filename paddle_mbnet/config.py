@@ -33,6 +33,7 @@ SCHEMA: dict[str, dict] = {
         "scale": 1.0,
         "small_input": True,
         "depthwise": "auto",  # auto | custom | paddle
+        "pointwise": "auto",  # auto | matmul | paddle
         "pretrained": "",  # path to a .pdparams file ("" = random init)
     },
     "Optimizer": {
@@ -62,13 +63,14 @@ SCHEMA: dict[str, dict] = {
 CHOICES = {
     ("Global", "device"): ("cpu", "gpu", "auto"),
     ("Arch", "depthwise"): ("auto", "custom", "paddle"),
+    ("Arch", "pointwise"): ("auto", "matmul", "paddle"),
     ("Optimizer", "name"): ("Adam", "AdamW", "Momentum"),
     ("Optimizer", "schedule"): ("constant", "cosine", "step"),
     ("DataLoader", "normalize"): ("cifar", "imagenet"),
 }
 
 
-# What each key means, for the README's config reference (README_TABLE below; a test keeps them in sync).
+# What each key means, for the README's config reference (reference_table() below; a test keeps them in sync).
 HELP = {
     "Global.output_dir": "run directory: config.yaml, checkpoints, metrics.json, curves.png, vdl/",
     "Global.epochs": "epochs to train",
@@ -86,6 +88,8 @@ HELP = {
     "Arch.scale": "width multiplier alpha (our MobileNets)",
     "Arch.small_input": "CIFAR variant of our MobileNets (stride-1 stem); must be false for VGG/ResNet",
     "Arch.depthwise": "`auto`, `custom` (our CPU operator) or `paddle` (`nn.Conv2D(groups=C)`)",
+    "Arch.pointwise": "1x1 convs: `auto` (`matmul` on CPU, `paddle` on GPU), `matmul` (one GEMM over all pixels) or "
+                      "`paddle` (`nn.Conv2D`)",
     "Arch.pretrained": "a .pdparams file (ours, paddle.vision's or a checkpoint); empty = random init",
     "Optimizer.name": "`Adam`, `AdamW` or `Momentum`",
     "Optimizer.lr": "peak learning rate",

@@ -5,6 +5,7 @@ import paddle
 from paddle import nn
 
 DEPTHWISE_IMPLS = ("auto", "paddle", "custom")
+POINTWISE_IMPLS = ("auto", "paddle", "matmul")
 
 
 def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -23,12 +24,22 @@ def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> 
     return new_v
 
 
+def _check_impl(kind: str, value: str, choices) -> str:
+    if value not in choices:
+        raise ValueError(f"{kind}={value!r} is not a {kind} implementation; use one of {', '.join(map(repr, choices))}")
+    return value
+
+
 def check_depthwise(depthwise: str) -> str:
-    if depthwise not in DEPTHWISE_IMPLS:
-        raise ValueError(
-            f"depthwise={depthwise!r} is not a depthwise implementation; "
-            f"use one of {', '.join(map(repr, DEPTHWISE_IMPLS))}")
-    return depthwise
+    return _check_impl("depthwise", depthwise, DEPTHWISE_IMPLS)
+
+
+def check_pointwise(pointwise: str) -> str:
+    return _check_impl("pointwise", pointwise, POINTWISE_IMPLS)
+
+
+def _on_gpu() -> bool:
+    return paddle.device.is_compiled_with_cuda() and paddle.get_device().startswith("gpu")
 
 
 def resolve_depthwise(depthwise: str) -> str:
@@ -42,9 +53,17 @@ def resolve_depthwise(depthwise: str) -> str:
         custom_depthwise_available(required=True)
         return "custom"
     # auto: our kernel only helps on CPU; on GPU paddle's cuDNN kernel is the fast one.
-    if paddle.device.is_compiled_with_cuda() and paddle.get_device().startswith("gpu"):
+    if _on_gpu():
         return "paddle"
     return "custom" if custom_depthwise_available(required=False) else "paddle"
+
+
+def resolve_pointwise(pointwise: str) -> str:
+    """'auto' / 'matmul' / 'paddle' -> the implementation of 1x1 convs that will actually run."""
+    check_pointwise(pointwise)
+    if pointwise == "auto":
+        return "paddle" if _on_gpu() else "matmul"  # cuDNN's 1x1 convs are fast already
+    return pointwise
 
 
 class DepthwiseConv2D(nn.Conv2D):
@@ -70,12 +89,42 @@ class DepthwiseConv2D(nn.Conv2D):
         return super().forward(x)
 
 
-class ConvBNAct(nn.Sequential):
-    """conv (no bias) -> BatchNorm -> activation; ``act=None`` gives the linear bottleneck."""
+class PointwiseConv2D(nn.Conv2D):
+    """1x1 ``nn.Conv2D`` (stride 1, no bias) whose forward may run as one matrix product.
 
-    def __init__(self, in_c, out_c, kernel_size=1, stride=1, groups=1, act=nn.ReLU, depthwise_impl="paddle"):
+    Why: paddle's CPU conv2d runs a GEMM per sample, which on the late 4x4 and 2x2 maps of a
+    CIFAR MobileNet are tiny, and sums N per-sample products for the weight gradient. Viewed
+    as ``[N*H*W, C_in] @ [C_in, C_out]`` the layer is one large GEMM forward and two backward
+    (paddle's matmul and its autograd); the moves to and from NHWC are plain copies.
+    ``tools/bench_depthwise.py`` times both. Parameters keep the ``nn.Conv2D`` layout.
+    """
+
+    def __init__(self, in_c: int, out_c: int, impl: str = "paddle"):
+        super().__init__(in_c, out_c, 1, bias_attr=False)
+        self.impl = impl
+
+    def forward(self, x):
+        # Static graphs (jit.to_static / export) keep conv2d, which inference engines fuse with BN.
+        if self.impl == "matmul" and paddle.in_dynamic_mode():
+            n, _, h, w = x.shape
+            rows = x.transpose([0, 2, 3, 1]).reshape([-1, self._in_channels])
+            y = paddle.matmul(rows, self.weight.reshape([self._out_channels, self._in_channels]), transpose_y=True)
+            return y.reshape([n, h, w, self._out_channels]).transpose([0, 3, 1, 2])
+        return super().forward(x)
+
+
+class ConvBNAct(nn.Sequential):
+    """conv (no bias) -> BatchNorm -> activation; ``act=None`` gives the linear bottleneck.
+
+    ``depthwise_impl`` / ``pointwise_impl`` choose how depthwise 3x3 and 1x1 convs run.
+    """
+
+    def __init__(self, in_c, out_c, kernel_size=1, stride=1, groups=1, act=nn.ReLU, depthwise_impl="paddle",
+                 pointwise_impl="paddle"):
         if groups > 1 and groups == in_c == out_c:
             conv = DepthwiseConv2D(in_c, kernel_size, stride, impl=depthwise_impl)
+        elif kernel_size == 1 and stride == 1 and groups == 1:
+            conv = PointwiseConv2D(in_c, out_c, impl=pointwise_impl)
         else:
             conv = nn.Conv2D(in_c, out_c, kernel_size, stride=stride, padding=(kernel_size - 1) // 2,
                              groups=groups, bias_attr=False)

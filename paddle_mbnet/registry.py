@@ -21,7 +21,7 @@ from paddle.vision.models import mobilenetv2 as _pv_mbv2
 from paddle.vision.models import resnet as _pv_resnet
 from paddle.vision.models import vgg as _pv_vgg
 
-from .layers import check_depthwise, check_input
+from .layers import check_depthwise, check_input, check_pointwise
 from .models import MobileNetV1, MobileNetV2
 
 
@@ -75,7 +75,8 @@ def build_model(name: str, pretrained=False, **kwargs):
     else:
         if kwargs.pop("small_input", False):
             raise ValueError(f"small_input applies to our MobileNets only, not to {name}; set it to False")
-        check_depthwise(kwargs.pop("depthwise", "auto"))  # baselines have no depthwise conv
+        check_depthwise(kwargs.pop("depthwise", "auto"))  # baselines: paddle.vision's own convs
+        check_pointwise(kwargs.pop("pointwise", "auto"))
         model = entry.fn(**kwargs)
         model.register_forward_pre_hook(
             lambda layer, inputs: check_input(inputs[0], BASELINE_MIN_INPUT, name))

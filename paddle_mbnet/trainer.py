@@ -268,7 +268,8 @@ def load_checkpoint(path: str, prefer=(CKPT_LAST,)) -> dict:
 
 def model_from_config(cfg, pretrained=None):
     a = cfg["Arch"]
-    kwargs = {"num_classes": a["num_classes"], "small_input": a["small_input"], "depthwise": a["depthwise"]}
+    kwargs = {"num_classes": a["num_classes"], "small_input": a["small_input"], "depthwise": a["depthwise"],
+              "pointwise": a["pointwise"]}
     if a["name"].startswith("mobilenet"):
         kwargs["scale"] = a["scale"]
     elif a["scale"] != 1.0:
@@ -362,8 +363,10 @@ def main(cfg, progress=True) -> dict:
                   + (f", {state['batches_done']} batches into epoch {state['epoch'] + 1}" if state["batches_done"] else ""))
     if rank0:
         save_config(cfg, os.path.join(out, "config.yaml"))
-        impl = getattr(getattr(model, "_layers", model), "depthwise_impl", "n/a")  # under DataParallel too
-        print(f"model {cfg['Arch']['name']} ({impl} depthwise) on {device}, "
+        net = getattr(model, "_layers", model)  # under DataParallel too
+        impls = (f"{getattr(net, 'depthwise_impl', 'n/a')} depthwise, "
+                 f"{getattr(net, 'pointwise_impl', 'n/a')} pointwise")
+        print(f"model {cfg['Arch']['name']} ({impls}) on {device}, "
               f"threads={os.environ.get('OMP_NUM_THREADS', 'default')}, train/val/test = "
               f"{len(train)}/{len(val) if val else 0}/{len(test)}, output {out}"
               + (f"; {describe_malloc()}; {cpu_blas.describe()}" if device == "cpu" else ""))

@@ -79,14 +79,14 @@ def test_auto_picks_the_custom_op_on_cpu():
 
 @pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2"])
 def test_models_train_as_accurately_with_either_kernel(name):
-    """Gradients of a whole net through ~30 BatchNorms on a batch of 4 are ill-conditioned:
+    """Our depthwise op and matmul 1x1 convs against paddle's convs. Gradients of a whole net through ~30 BatchNorms on a batch of 4 are ill-conditioned:
     float32 round-off alone moves them by ~1 %. So both float32 kernels are compared with a
     float64 run, and ours must be no further from it than paddle's own kernel (plus slack)."""
     paddle.seed(3)
     kw = dict(num_classes=10, small_input=True, scale=0.5)
-    custom = pm.build_model(name, depthwise="custom", **kw)
-    plain = pm.build_model(name, depthwise="paddle", **kw)
-    exact = pm.build_model(name, depthwise="paddle", **kw)
+    custom = pm.build_model(name, depthwise="custom", pointwise="matmul", **kw)
+    plain = pm.build_model(name, depthwise="paddle", pointwise="paddle", **kw)
+    exact = pm.build_model(name, depthwise="paddle", pointwise="paddle", **kw)
     plain.set_state_dict(custom.state_dict())
     exact.set_state_dict(custom.state_dict())
     exact.to(dtype="float64")
@@ -110,7 +110,7 @@ def test_models_train_as_accurately_with_either_kernel(name):
 
 def test_export_falls_back_to_paddle_kernel(tmp_path):
     """jit.save traces the static graph, where DepthwiseConv2D uses conv2d: the model needs no custom op."""
-    model = pm.MobileNetV2(num_classes=10, small_input=True, scale=0.5, depthwise="custom")
+    model = pm.MobileNetV2(num_classes=10, small_input=True, scale=0.5, depthwise="custom", pointwise="matmul")
     model.eval()
     path = str(tmp_path / "inference")
     paddle.jit.save(model, path, input_spec=[paddle.static.InputSpec([None, 3, 32, 32], "float32")])

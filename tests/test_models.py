@@ -95,7 +95,7 @@ def test_v2_blocks_follow_table2():
 
 
 def test_v2_residual_is_identity():
-    block = InvertedResidual(16, 16, 1, 6, "paddle")
+    block = InvertedResidual(16, 16, 1, 6, {})
     block.eval()
     x = paddle.randn([1, 16, 8, 8])
     np.testing.assert_allclose(block(x).numpy(), (x + block.conv(x)).numpy(), rtol=1e-6)

@@ -6,7 +6,7 @@ import numbers
 import paddle
 from paddle import nn
 
-from ..layers import check_depthwise, check_input, resolve_depthwise
+from ..layers import check_depthwise, check_input, check_pointwise, resolve_depthwise, resolve_pointwise
 
 
 def check_table(rows, header: str, name: str) -> None:
@@ -24,7 +24,7 @@ def check_table(rows, header: str, name: str) -> None:
 class MobileNetBase(nn.Layer):
     """Subclasses build ``self.features`` and return the width of its output."""
 
-    def __init__(self, scale, num_classes, with_pool, depthwise):
+    def __init__(self, scale, num_classes, with_pool, depthwise, pointwise):
         super().__init__()
         if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not scale > 0:
             raise ValueError(f"scale (width multiplier) must be a number > 0, got {scale!r}; "
@@ -36,6 +36,9 @@ class MobileNetBase(nn.Layer):
         self.with_pool = with_pool
         self.depthwise = check_depthwise(depthwise)
         self.depthwise_impl = resolve_depthwise(depthwise)
+        self.pointwise = check_pointwise(pointwise)
+        self.pointwise_impl = resolve_pointwise(pointwise)
+        self.conv_impls = {"depthwise_impl": self.depthwise_impl, "pointwise_impl": self.pointwise_impl}
         self.min_input_size = 1
         self._size_hint = ""
 

@@ -33,10 +33,10 @@ SHALLOW_ROW = 6
 
 
 class DepthwiseSeparable(nn.Sequential):
-    def __init__(self, in_c, out_c, stride, depthwise_impl):
+    def __init__(self, in_c, out_c, stride, conv_impls):
         super().__init__(
-            ConvBNAct(in_c, in_c, 3, stride, groups=in_c, depthwise_impl=depthwise_impl),
-            ConvBNAct(in_c, out_c, 1),
+            ConvBNAct(in_c, in_c, 3, stride, groups=in_c, **conv_impls),
+            ConvBNAct(in_c, out_c, 1, **conv_impls),
         )
 
 
@@ -51,13 +51,14 @@ class MobileNetV1(MobileNetBase):
             Off by default, which is the paper's network.
         shallow: Table 5's shallow MobileNet (the five 14x14x512 blocks removed).
         depthwise: "paddle", "custom" or "auto" (see ``paddle_mbnet.ops``).
+        pointwise: 1x1 convs as "paddle" conv2d, "matmul" or "auto" (see ``layers.PointwiseConv2D``).
         full_conv: Table 4's "Conv MobileNet": every depthwise-separable block becomes
             one full 3x3 conv + BN + ReLU with the same output width and stride.
     """
 
     def __init__(self, scale=1.0, num_classes=1000, with_pool=True, small_input=False,
-                 shallow=False, depthwise="auto", setting=None, full_conv=False):
-        super().__init__(scale, num_classes, with_pool, depthwise)
+                 shallow=False, depthwise="auto", setting=None, full_conv=False, pointwise="auto"):
+        super().__init__(scale, num_classes, with_pool, depthwise, pointwise)
         setting = DEPTHWISE_SEPARABLE_SETTING if setting is None else setting
         check_table(setting, "c, n, s", type(self).__name__)
         if shallow:
@@ -77,7 +78,7 @@ class MobileNetV1(MobileNetBase):
             for i in range(n):
                 stride = s if i == 0 else 1
                 layers.append(ConvBNAct(in_c, width(c), 3, stride) if full_conv
-                              else DepthwiseSeparable(in_c, width(c), stride, self.depthwise_impl))
+                              else DepthwiseSeparable(in_c, width(c), stride, self.conv_impls))
                 in_c = width(c)
                 self.min_input_size *= stride
         self.features = nn.Sequential(*layers)

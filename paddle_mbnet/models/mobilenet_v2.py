@@ -33,16 +33,16 @@ INVERTED_RESIDUAL_SETTING = [
 
 
 class InvertedResidual(nn.Layer):
-    def __init__(self, in_c, out_c, stride, expand_ratio, depthwise_impl):
+    def __init__(self, in_c, out_c, stride, expand_ratio, conv_impls):
         super().__init__()
         hidden = int(round(in_c * expand_ratio))
         self.use_residual = stride == 1 and in_c == out_c
         layers = []
         if expand_ratio != 1:
-            layers.append(ConvBNAct(in_c, hidden, 1, act=nn.ReLU6))
+            layers.append(ConvBNAct(in_c, hidden, 1, act=nn.ReLU6, **conv_impls))
         layers += [
-            ConvBNAct(hidden, hidden, 3, stride, groups=hidden, act=nn.ReLU6, depthwise_impl=depthwise_impl),
-            ConvBNAct(hidden, out_c, 1, act=None),  # linear bottleneck: no activation
+            ConvBNAct(hidden, hidden, 3, stride, groups=hidden, act=nn.ReLU6, **conv_impls),
+            ConvBNAct(hidden, out_c, 1, act=None, **conv_impls),  # linear bottleneck: no activation
         ]
         self.conv = nn.Sequential(*layers)
 
@@ -61,12 +61,13 @@ class MobileNetV2(MobileNetBase):
         small_input: adapt to 32x32 inputs (CIFAR): the stem and the first
             stride-2 row of the table run at stride 1. Off by default (the paper).
         depthwise: "paddle", "custom" or "auto" (see ``paddle_mbnet.ops``).
+        pointwise: 1x1 convs as "paddle" conv2d, "matmul" or "auto" (see ``layers.PointwiseConv2D``).
         dropout: dropout before the classifier (0.2 in paddle.vision/torchvision).
     """
 
     def __init__(self, scale=1.0, num_classes=1000, with_pool=True, small_input=False,
-                 depthwise="auto", dropout=0.2, setting=None):
-        super().__init__(scale, num_classes, with_pool, depthwise)
+                 depthwise="auto", dropout=0.2, setting=None, pointwise="auto"):
+        super().__init__(scale, num_classes, with_pool, depthwise, pointwise)
         setting = INVERTED_RESIDUAL_SETTING if setting is None else setting
         check_table(setting, "t, c, n, s", type(self).__name__)
 
@@ -82,10 +83,10 @@ class MobileNetV2(MobileNetBase):
             out_c = make_divisible(c * self.scale)
             for i in range(n):
                 stride = s if i == 0 else 1
-                layers.append(InvertedResidual(in_c, out_c, stride, t, self.depthwise_impl))
+                layers.append(InvertedResidual(in_c, out_c, stride, t, self.conv_impls))
                 in_c = out_c
                 self.min_input_size *= stride
-        layers.append(ConvBNAct(in_c, last_c, 1, act=nn.ReLU6))
+        layers.append(ConvBNAct(in_c, last_c, 1, act=nn.ReLU6, **self.conv_impls))
         self.features = nn.Sequential(*layers)
         if not small_input:
             self._size_hint = ", or build the model with small_input=True"
