@@ -88,8 +88,8 @@ HELP = {
     "Arch.scale": "width multiplier alpha (our MobileNets)",
     "Arch.small_input": "CIFAR variant of our MobileNets (stride-1 stem); must be false for VGG/ResNet",
     "Arch.depthwise": "`auto`, `custom` (our CPU operator) or `paddle` (`nn.Conv2D(groups=C)`)",
-    "Arch.pointwise": "1x1 convs: `auto` (`matmul` on CPU, `paddle` on GPU), `matmul` (one GEMM over all pixels) or "
-                      "`paddle` (`nn.Conv2D`)",
+    "Arch.pointwise": "1x1 convs: `auto` (on CPU `matmul` for maps of <= 16 pixels, else `paddle`; `paddle` on "
+                      "GPU), `matmul` (one GEMM over all pixels) or `paddle` (`nn.Conv2D`)",
     "Arch.pretrained": "a .pdparams file (ours, paddle.vision's or a checkpoint); empty = random init",
     "Optimizer.name": "`Adam`, `AdamW` or `Momentum`",
     "Optimizer.lr": "peak learning rate",

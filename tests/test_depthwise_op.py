@@ -31,7 +31,9 @@ def _close(a, b, rtol=1e-4):
     assert np.abs(a - b).max() / scale < rtol
 
 
-@pytest.mark.parametrize("n,c,h,w", [(1, 3, 7, 7), (4, 8, 8, 6), (2, 5, 1, 1), (3, 16, 9, 10), (17, 4, 32, 32)])
+# The op works on blocks of 8 channels: C = 3, 4, 5 leave a partly filled block, 24 three full ones.
+@pytest.mark.parametrize("n,c,h,w", [(1, 3, 7, 7), (4, 8, 8, 6), (2, 5, 1, 1), (3, 16, 9, 10), (17, 4, 32, 32),
+                                     (3, 16, 4, 4), (2, 24, 1, 1), (5, 8, 7, 5), (2, 16, 2, 2)])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("k", [3, 5])
 def test_forward_and_gradients_match_conv2d(n, c, h, w, stride, k):
@@ -48,14 +50,15 @@ def test_forward_and_gradients_match_conv2d(n, c, h, w, stride, k):
 
 
 @pytest.mark.parametrize("k,pad,stride", [(3, 0, 1), (3, 0, 2), (3, 2, 1), (3, 3, 2), (5, 1, 1), (1, 0, 1), (2, 0, 1)])
-def test_other_paddings_and_kernel_sizes(k, pad, stride):
+@pytest.mark.parametrize("c", [4, 8])  # a partly filled and a full channel block
+def test_other_paddings_and_kernel_sizes(k, pad, stride, c):
     """Paddings other than (k - 1) // 2 take the generic paths (e.g. the input gradient by scattering)."""
-    x = paddle.randn([3, 4, 9, 8])
-    wt = paddle.randn([4, 1, k, k])
+    x = paddle.randn([3, c, 9, 8])
+    wt = paddle.randn([c, 1, k, k])
     paddle.seed(2)
     ours = _grads(lambda a, b: ops.depthwise_conv2d(a, b, stride, pad), x, wt)
     paddle.seed(2)
-    ref = _grads(lambda a, b: F.conv2d(a, b, stride=stride, padding=pad, groups=4), x, wt)
+    ref = _grads(lambda a, b: F.conv2d(a, b, stride=stride, padding=pad, groups=c), x, wt)
     for a, b in zip(ours, ref):
         assert a.shape == b.shape
         _close(a, b)

@@ -25,8 +25,18 @@ def test_matmul_matches_conv2d(n, c_in, c_out, h, w):
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 
 
-def test_auto_is_matmul_on_cpu_and_choices_are_checked():
-    assert resolve_pointwise("auto") == "matmul"
+def test_auto_takes_matmul_on_small_maps_only(monkeypatch):
+    layer = PointwiseConv2D(8, 4, impl="auto")
+    calls = []
+    monkeypatch.setattr(paddle, "matmul", lambda *a, **k: calls.append(1) or paddle.tensor.matmul(*a, **k))
+    layer(paddle.randn([2, 8, 4, 4]))
+    assert calls == [1]  # 16 pixels
+    layer(paddle.randn([2, 8, 5, 4]))
+    assert calls == [1]  # 20 pixels: conv2d
+
+
+def test_auto_stays_auto_on_cpu_and_choices_are_checked():
+    assert resolve_pointwise("auto") == "auto"
     assert pm.MobileNetV2(pointwise="paddle").pointwise_impl == "paddle"
     with pytest.raises(ValueError, match="pointwise='gemm'.*'auto', 'paddle', 'matmul'"):
         pm.MobileNetV1(pointwise="gemm")

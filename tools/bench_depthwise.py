@@ -1,11 +1,13 @@
-"""Speed of our depthwise operator vs paddle's kernel (and PyTorch, if installed) on MobileNetV1/V2.
+"""Speed of our depthwise operator and matmul 1x1 convs vs paddle's kernels (and PyTorch) on MobileNetV1/V2.
 
     python tools/bench_depthwise.py [--threads 2] [--batch 128] [--steps 5] [--profile]
 
 Two levels, both at batch 128 and 32x32 with small_input=True:
 - the operator alone: forward + backward (input and weight grads) of every depthwise
   layer of the network, our op vs F.conv2d(groups=C), summed over the layers;
-- a whole training step (Adam) of the network with depthwise="custom" / "paddle" / PyTorch.
+- a whole training step (Adam) of the network: "paddle" (paddle's kernels throughout), "custom"
+  (our depthwise op, paddle's 1x1 conv2d), "custom+matmul" (our op and 1x1 convs as one matmul,
+  the CPU default) and the same architecture in PyTorch, if it imports.
 Each round times every variant in turn (interleaved, so drift hits all alike) after
 warm-up; figures are medians over the rounds, with the spread. --profile then runs
 paddle.profiler over a few steps with our op and prints where the step's time goes,
@@ -14,6 +16,9 @@ per operator type.
 import argparse
 
 import _bootstrap
+
+
+STEP_VARIANTS = {"paddle": ("paddle", "paddle"), "custom": ("custom", "paddle"), "custom+matmul": ("custom", "matmul")}
 
 
 def main(argv=None):
@@ -42,8 +47,8 @@ def main(argv=None):
         _bench_layers(name, args)
     print(f"training step, batch {args.batch}, 32x32, small_input=True, Adam; median of {args.steps} rounds")
     for name in args.models.split(","):
-        variants = {impl: train_step_fn(build_model(name, num_classes=10, small_input=True, depthwise=impl),
-                                        args.batch, 32) for impl in ("custom", "paddle")}
+        variants = {label: train_step_fn(build_model(name, num_classes=10, small_input=True, depthwise=dw, pointwise=pw),
+                                         args.batch, 32) for label, (dw, pw) in STEP_VARIANTS.items()}
         if name in torch_steps:
             variants["torch"] = torch_steps[name]
         times = _interleaved(variants, args.steps)
@@ -51,8 +56,10 @@ def main(argv=None):
         for k, v in times.items():
             v = np.array(v) * 1000
             print(f"{name:13s} {k:7s} {ips[k]:7.1f} img/s  {np.median(v):8.1f} ms/step  (min {v.min():.1f}, max {v.max():.1f})")
-        print(f"{name:13s} custom/paddle speed-up {ips['custom'] / ips['paddle']:.2f}x"
-              + (f", custom/torch {ips['custom'] / ips['torch']:.2f}x" if "torch" in ips else ", torch not installed"))
+        best = "custom+matmul"
+        print(f"{name:13s} speed-up over paddle: custom {ips['custom'] / ips['paddle']:.2f}x, "
+              f"{best} {ips[best] / ips['paddle']:.2f}x; "
+              + (f"{best}/torch {ips[best] / ips['torch']:.2f}x" if "torch" in ips else "torch not installed"))
     if args.profile:
         for name in args.models.split(","):
             _profile_step(name, args)
@@ -123,7 +130,7 @@ def _bench_layers(name, args):
 
 
 def _profile_step(name, args, steps=3):
-    """paddle.profiler over ``steps`` training steps with our op (after one untimed step): operator types
+    """paddle.profiler over ``steps`` training steps with our kernels (after one untimed step): operator types
     by CPU time. Custom operators' forward calls are not operator events there, so each depthwise
     layer's forward is wrapped in a user-defined event (the "UserDefined" view)."""
     import paddle.profiler as profiler
@@ -132,7 +139,7 @@ def _profile_step(name, args, steps=3):
     from paddle_mbnet.benchmark import train_step_fn
     from paddle_mbnet.layers import DepthwiseConv2D
 
-    model = build_model(name, num_classes=10, small_input=True, depthwise="custom")
+    model = build_model(name, num_classes=10, small_input=True, depthwise="custom", pointwise="matmul")
     events = []
 
     def begin(layer, inputs):
@@ -152,7 +159,8 @@ def _profile_step(name, args, steps=3):
         for _ in range(steps):
             step()
             prof.step()
-    print(f"{name}: paddle.profiler, {steps} training steps with depthwise='custom', batch {args.batch}")
+    print(f"{name}: paddle.profiler, {steps} training steps with depthwise='custom', pointwise='matmul', "
+          f"batch {args.batch}")
     prof.summary(sorted_by=profiler.SortedKeys.CPUTotal, op_detail=False, thread_sep=False, time_unit="ms",
                  views=[profiler.SummaryView.OverView, profiler.SummaryView.OperatorView,
                         profiler.SummaryView.UDFView])

@@ -51,7 +51,8 @@ class MobileNetV1(MobileNetBase):
             Off by default, which is the paper's network.
         shallow: Table 5's shallow MobileNet (the five 14x14x512 blocks removed).
         depthwise: "paddle", "custom" or "auto" (see ``paddle_mbnet.ops``).
-        pointwise: 1x1 convs as "paddle" conv2d, "matmul" or "auto" (see ``layers.PointwiseConv2D``).
+        pointwise: 1x1 convs as "paddle" conv2d, "matmul", or "auto" = matmul on small maps on CPU
+            (see ``layers.PointwiseConv2D``).
         full_conv: Table 4's "Conv MobileNet": every depthwise-separable block becomes
             one full 3x3 conv + BN + ReLU with the same output width and stride.
     """

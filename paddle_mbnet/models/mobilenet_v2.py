@@ -61,7 +61,8 @@ class MobileNetV2(MobileNetBase):
         small_input: adapt to 32x32 inputs (CIFAR): the stem and the first
             stride-2 row of the table run at stride 1. Off by default (the paper).
         depthwise: "paddle", "custom" or "auto" (see ``paddle_mbnet.ops``).
-        pointwise: 1x1 convs as "paddle" conv2d, "matmul" or "auto" (see ``layers.PointwiseConv2D``).
+        pointwise: 1x1 convs as "paddle" conv2d, "matmul", or "auto" = matmul on small maps on CPU
+            (see ``layers.PointwiseConv2D``).
         dropout: dropout before the classifier (0.2 in paddle.vision/torchvision).
     """
 
