@@ -6,8 +6,8 @@ Two levels, both at batch 128 and 32x32 with small_input=True:
 - the operator alone: forward + backward (input and weight grads) of every depthwise
   layer of the network, our op vs F.conv2d(groups=C), summed over the layers;
 - a whole training step (Adam) of the network: "paddle" (paddle's kernels throughout), "custom"
-  (our depthwise op, paddle's 1x1 conv2d), "custom+matmul" (our op and 1x1 convs as one matmul,
-  the CPU default) and the same architecture in PyTorch, if it imports.
+  (our depthwise op, paddle's 1x1 conv2d), "custom+auto" (our op, and 1x1 convs on maps of <= 16
+  pixels as one matmul: the CPU default) and the same architecture in PyTorch, if it imports.
 Each round times every variant in turn (interleaved, so drift hits all alike) after
 warm-up; figures are medians over the rounds, with the spread. --profile then runs
 paddle.profiler over a few steps with our op and prints where the step's time goes,
@@ -18,7 +18,7 @@ import argparse
 import _bootstrap
 
 
-STEP_VARIANTS = {"paddle": ("paddle", "paddle"), "custom": ("custom", "paddle"), "custom+matmul": ("custom", "matmul")}
+STEP_VARIANTS = {"paddle": ("paddle", "paddle"), "custom": ("custom", "paddle"), "custom+auto": ("custom", "auto")}
 
 
 def main(argv=None):
@@ -56,7 +56,7 @@ def main(argv=None):
         for k, v in times.items():
             v = np.array(v) * 1000
             print(f"{name:13s} {k:7s} {ips[k]:7.1f} img/s  {np.median(v):8.1f} ms/step  (min {v.min():.1f}, max {v.max():.1f})")
-        best = "custom+matmul"
+        best = "custom+auto"
         print(f"{name:13s} speed-up over paddle: custom {ips['custom'] / ips['paddle']:.2f}x, "
               f"{best} {ips[best] / ips['paddle']:.2f}x; "
               + (f"{best}/torch {ips[best] / ips['torch']:.2f}x" if "torch" in ips else "torch not installed"))
@@ -139,7 +139,7 @@ def _profile_step(name, args, steps=3):
     from paddle_mbnet.benchmark import train_step_fn
     from paddle_mbnet.layers import DepthwiseConv2D
 
-    model = build_model(name, num_classes=10, small_input=True, depthwise="custom", pointwise="matmul")
+    model = build_model(name, num_classes=10, small_input=True, depthwise="custom", pointwise="auto")
     events = []
 
     def begin(layer, inputs):
@@ -159,7 +159,7 @@ def _profile_step(name, args, steps=3):
         for _ in range(steps):
             step()
             prof.step()
-    print(f"{name}: paddle.profiler, {steps} training steps with depthwise='custom', pointwise='matmul', "
+    print(f"{name}: paddle.profiler, {steps} training steps with depthwise='custom', pointwise='auto', "
           f"batch {args.batch}")
     prof.summary(sorted_by=profiler.SortedKeys.CPUTotal, op_detail=False, thread_sep=False, time_unit="ms",
                  views=[profiler.SummaryView.OverView, profiler.SummaryView.OperatorView,
