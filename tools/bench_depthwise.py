@@ -14,6 +14,10 @@ paddle.profiler over a few steps with our op and prints where the step's time go
 per operator type.
 """
 import argparse
+import json
+import os
+import subprocess
+import sys
 
 import _bootstrap
 
@@ -29,8 +33,17 @@ def main(argv=None):
     p.add_argument("--models", default="mobilenet_v1,mobilenet_v2")
     p.add_argument("--profile", action="store_true", help="also profile the step with our op, per operator type")
     p.add_argument("--skip-layers", action="store_true", help="time the whole training steps only")
+    p.add_argument("--torch-only", action="store_true", help=argparse.SUPPRESS)  # the child process
     args = p.parse_args(argv)
     _bootstrap.set_threads(args.threads)
+    if args.torch_only:
+        from paddle_mbnet.cpu_memory import keep_freed_memory
+
+        keep_freed_memory()  # the same malloc setting as the paddle side
+        steps = _torch_steps(args)
+        print(json.dumps({name: list(_interleaved({name: steps[name]}, args.steps)[name])
+                          for name in args.models.split(",")}))
+        return
     import numpy as np
     import paddle
 
@@ -42,24 +55,24 @@ def main(argv=None):
     paddle.base.core.set_num_threads(args.threads)
     keep_freed_memory()  # as tools/train.py does on CPU; PADDLE_MBNET_MALLOC=default to compare without
     print(env_header())
-    torch_steps = _torch_steps(args)
     for name in [] if args.skip_layers else args.models.split(","):
         _bench_layers(name, args)
     print(f"training step, batch {args.batch}, 32x32, small_input=True, Adam; median of {args.steps} rounds")
+    torch_times = _torch_in_own_process(argv)
     for name in args.models.split(","):
         variants = {label: train_step_fn(build_model(name, num_classes=10, small_input=True, depthwise=dw, pointwise=pw),
                                          args.batch, 32) for label, (dw, pw) in STEP_VARIANTS.items()}
-        if name in torch_steps:
-            variants["torch"] = torch_steps[name]
         times = _interleaved(variants, args.steps)
+        if name in torch_times:
+            times["torch"] = np.array(torch_times[name])
         ips = {k: args.batch / np.median(v) for k, v in times.items()}
         for k, v in times.items():
             v = np.array(v) * 1000
-            print(f"{name:13s} {k:7s} {ips[k]:7.1f} img/s  {np.median(v):8.1f} ms/step  (min {v.min():.1f}, max {v.max():.1f})")
+            print(f"{name:13s} {k:11s} {ips[k]:7.1f} img/s  {np.median(v):8.1f} ms/step  (min {v.min():.1f}, max {v.max():.1f})")
         best = "custom+auto"
         print(f"{name:13s} speed-up over paddle: custom {ips['custom'] / ips['paddle']:.2f}x, "
               f"{best} {ips[best] / ips['paddle']:.2f}x; "
-              + (f"{best}/torch {ips[best] / ips['torch']:.2f}x" if "torch" in ips else "torch not installed"))
+              + (f"{best}/torch {ips[best] / ips['torch']:.2f}x" if "torch" in ips else "no PyTorch figure"))
     if args.profile:
         for name in args.models.split(","):
             _profile_step(name, args)
@@ -166,13 +179,24 @@ def _profile_step(name, args, steps=3):
                         profiler.SummaryView.UDFView])
 
 
+def _torch_in_own_process(argv):
+    """{model: seconds per round} of the PyTorch versions, timed by a child process ({} without torch)."""
+    argv = [a for a in (sys.argv[1:] if argv is None else argv) if a not in ("--profile", "--skip-layers")]
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--torch-only"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(f"PyTorch not timed: {(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
+        return {}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def _torch_steps(args):
     """The same architectures in PyTorch (torchvision-free, built from our tables), when torch imports."""
     try:
         import torch
         from torch import nn
     except ImportError:
-        return {}
+        sys.exit("torch is not installed (optional: pip install torch==2.13.0 for the comparison)")
     torch.set_num_threads(args.threads)
     from paddle_mbnet.layers import make_divisible
     from paddle_mbnet.models.mobilenet_v1 import DEPTHWISE_SEPARABLE_SETTING

@@ -51,6 +51,20 @@ def _quiet_logging():
         logging.disable(logging.NOTSET)
 
 
+def _openmp_ldflags() -> list:
+    """Link the OpenMP runtime paddle already runs (Intel's libiomp5 in its MKL wheels), else GCC's.
+
+    Why: with GCC's libgomp the process has two OpenMP thread pools on the same cores, and each
+    pool's threads spin-wait after their parallel regions while the other pool works: measured on
+    the project's 2-core VM, a MobileNetV1 training step ran ~20 % slower. libiomp5 provides the
+    GOMP_* entry points that GCC's -fopenmp code calls, so the op then shares paddle's pool.
+    """
+    libs = os.path.join(os.path.dirname(paddle.__file__), "libs")
+    if os.path.isfile(os.path.join(libs, "libiomp5.so")):
+        return [f"-L{libs}", "-liomp5", f"-Wl,-rpath,{libs}"]
+    return ["-fopenmp"]
+
+
 def _load():
     with _lock:
         if "module" in _state or "error" in _state:
@@ -75,7 +89,7 @@ def _load():
                 warnings.simplefilter("ignore")
                 _state["module"] = load(
                     name="mbnet_depthwise", sources=[src], build_directory=build_dir,
-                    extra_cxx_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"],
+                    extra_cxx_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=_openmp_ldflags(),
                     verbose=False)
         except Exception as e:  # noqa: BLE001 - any build failure means "fall back"
             _state["error"] = e
