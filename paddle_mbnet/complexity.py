@@ -89,15 +89,15 @@ def paddle_flops(model: nn.Layer, input_shape=(3, 224, 224)) -> int:
     """``paddle.flops`` for one image: conv/FC multiply-adds plus BN, activations and pooling."""
     from paddle.hapi.dynamic_flops import count_convNd
 
-    from .layers import DepthwiseConv2D
+    from .layers import DepthwiseConv2D, PointwiseConv2D
 
     was_training = model.training
     model.eval()
     try:
-        # paddle.flops looks layers up by exact type, so our nn.Conv2D subclass needs naming;
+        # paddle.flops looks layers up by exact type, so our nn.Conv2D subclasses need naming;
         # it also prints a line per layer type, which we silence.
         with contextlib.redirect_stdout(io.StringIO()):
-            return int(paddle.flops(model, [1, *input_shape], custom_ops={DepthwiseConv2D: count_convNd},
-                                    print_detail=False))
+            ours = {DepthwiseConv2D: count_convNd, PointwiseConv2D: count_convNd}
+            return int(paddle.flops(model, [1, *input_shape], custom_ops=ours, print_detail=False))
     finally:
         model.train(was_training)
