@@ -80,9 +80,10 @@ def test_auto_picks_the_custom_op_on_cpu():
 
 @pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2"])
 def test_models_train_as_accurately_with_either_kernel(name):
-    """Our depthwise op and matmul 1x1 convs against paddle's convs. Gradients of a whole net through ~30 BatchNorms on a batch of 4 are ill-conditioned:
-    float32 round-off alone moves them by ~1 %. So both float32 kernels are compared with a
-    float64 run, and ours must be no further from it than paddle's own kernel (plus slack)."""
+    """Our depthwise op and matmul 1x1 convs against paddle's convs. Gradients of a whole net through
+    ~30 BatchNorms on a batch of 4 are ill-conditioned: float32 round-off alone moves them by ~1 %.
+    So both float32 versions are compared with a float64 run, and ours must be no further from it
+    than paddle's own kernels (plus slack)."""
     paddle.seed(3)
     kw = dict(num_classes=10, small_input=True, scale=0.5)
     custom = pm.build_model(name, depthwise="custom", pointwise="matmul", **kw)

@@ -7,7 +7,8 @@ import paddle_mbnet as pm
 from paddle_mbnet.layers import PointwiseConv2D, resolve_pointwise
 
 
-@pytest.mark.parametrize("n, c_in, c_out, h, w", [(1, 3, 5, 1, 1), (4, 16, 24, 4, 4), (3, 8, 8, 7, 5), (2, 32, 16, 2, 2)])
+@pytest.mark.parametrize("n, c_in, c_out, h, w",
+                         [(1, 3, 5, 1, 1), (4, 16, 24, 4, 4), (3, 8, 8, 7, 5), (2, 32, 16, 2, 2)])
 def test_matmul_matches_conv2d(n, c_in, c_out, h, w):
     conv, mm = PointwiseConv2D(c_in, c_out, impl="paddle"), PointwiseConv2D(c_in, c_out, impl="matmul")
     mm.set_state_dict(conv.state_dict())

@@ -60,15 +60,18 @@ def main(argv=None):
     print(f"training step, batch {args.batch}, 32x32, small_input=True, Adam; median of {args.steps} rounds")
     torch_times = _torch_in_own_process(argv)
     for name in args.models.split(","):
-        variants = {label: train_step_fn(build_model(name, num_classes=10, small_input=True, depthwise=dw, pointwise=pw),
-                                         args.batch, 32) for label, (dw, pw) in STEP_VARIANTS.items()}
+        variants = {}
+        for label, (dw, pw) in STEP_VARIANTS.items():
+            model = build_model(name, num_classes=10, small_input=True, depthwise=dw, pointwise=pw)
+            variants[label] = train_step_fn(model, args.batch, 32)
         times = _interleaved(variants, args.steps)
         if name in torch_times:
             times["torch"] = np.array(torch_times[name])
         ips = {k: args.batch / np.median(v) for k, v in times.items()}
         for k, v in times.items():
             v = np.array(v) * 1000
-            print(f"{name:13s} {k:11s} {ips[k]:7.1f} img/s  {np.median(v):8.1f} ms/step  (min {v.min():.1f}, max {v.max():.1f})")
+            print(f"{name:13s} {k:11s} {ips[k]:7.1f} img/s  {np.median(v):8.1f} ms/step  "
+                  f"(min {v.min():.1f}, max {v.max():.1f})")
         best = "custom+auto"
         print(f"{name:13s} speed-up over paddle: custom {ips['custom'] / ips['paddle']:.2f}x, "
               f"{best} {ips[best] / ips['paddle']:.2f}x; "
