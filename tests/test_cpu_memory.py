@@ -7,18 +7,22 @@ import pytest
 
 from helpers import ROOT
 
-# Create and free a 64 MB paddle tensor a few times; count the minor page faults of the last round.
+# Create and free a 64 MB paddle tensor a few times; count the minor page faults of the rounds after the first
+# and keep the fewest: the kernel may reclaim kept pages now and then (this VM runs DAMON reclaim; one suite run
+# saw a round fault every page), but without the setting every round faults all 16384 pages.
 # (numpy would not do: it asks for transparent huge pages, which fault 512x less often.)
 CODE = """
 import resource
 import paddle
 from paddle_mbnet import cpu_memory
 print(cpu_memory.keep_freed_memory())
-for _ in range(3):
+faults = []
+for _ in range(5):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     a = paddle.ones([16 * 2**20])
     del a
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(min(faults[1:]))
 """
 
 
