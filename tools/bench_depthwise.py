@@ -8,8 +8,10 @@ Two levels, both at batch 128 and 32x32 with small_input=True:
 - a whole training step (Adam) of the network: "paddle" (paddle's kernels throughout), "custom"
   (our depthwise op, paddle's 1x1 conv2d), "custom+auto" (our op, and 1x1 convs on maps of <= 16
   pixels as one matmul: the CPU default) and the same architecture in PyTorch, if it imports.
-Each round times every variant in turn (interleaved, so drift hits all alike) after
-warm-up; figures are medians over the rounds, with the spread. --profile then runs
+Each round times every paddle variant in turn (interleaved, so drift hits all alike) after
+warm-up; figures are medians over the rounds, with the spread. PyTorch is timed the same way
+in a child process, so that no paddle thread pool shares its process (two OpenMP runtimes in
+one process spin on the same cores and slow each other down; see paddle_mbnet/ops). --profile then runs
 paddle.profiler over a few steps with our op and prints where the step's time goes,
 per operator type.
 """
