@@ -4,7 +4,7 @@ Why: paddle's CPU wheels do their matrix products (conv2d, matmul, linear) in th
 they ship (``paddle/libs/libmklml_intel.so``). That MKL chooses its code path by CPU *vendor*:
 on an AMD CPU it takes a generic path even when the CPU has AVX2 and FMA. On the project's AMD
 EPYC VM paddle's matmul ran at 31 GFLOP/s that way, against 123 for numpy's OpenBLAS on the same
-cores, and a MobileNet training step was 1.75x slower (``tools/bench_depthwise.py`` with and
+cores (one-off), and a MobileNet training step was 1.75x slower (``tools/bench_depthwise.py`` with and
 without this setting; figures in the README). ``MKL_DEBUG_CPU_TYPE=5`` is MKL's own switch for its AVX2
 path; this MKL honours it (newer MKL releases dropped it, and also no longer need it).
 

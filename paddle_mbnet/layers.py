@@ -95,7 +95,7 @@ class PointwiseConv2D(nn.Conv2D):
     Why: paddle's CPU conv2d runs one GEMM per sample (``[C_out, C_in] @ [C_in, H*W]``), which on
     the late 4x4 and 2x2 maps of a CIFAR MobileNet is tiny, and sums N such products for the weight
     gradient (a 1024 -> 1024 layer on 2x2 maps took 165 ms forward + backward at batch 128, 24 ms
-    as one matmul). Viewed as ``[N*H*W, C_in] @ [C_in, C_out]`` the layer is one large GEMM forward
+    as one matmul, in one-off timings). Viewed as ``[N*H*W, C_in] @ [C_in, C_out]`` the layer is one large GEMM forward
     and two backward (paddle's matmul and its autograd), at the price of copies to and from NHWC,
     which cost more than they save from 8x8 maps up (all measured on the project's 2-core CPU).
     ``impl``: "paddle" = conv2d; "matmul" = always the matrix product; "auto" = the matrix product
@@ -115,7 +115,7 @@ class PointwiseConv2D(nn.Conv2D):
                 self.impl == "matmul" or (self.impl == "auto" and h * w <= self.MATMUL_MAX_PIXELS)):
             rows = x.transpose([0, 2, 3, 1]).reshape([-1, self._in_channels])
             y = paddle.matmul(rows, self.weight.reshape([self._out_channels, self._in_channels]), transpose_y=True)
-            # transpose is a strided view in paddle; BN and the next layers run slowly on it (V2 step -10 %)
+            # transpose is a strided view in paddle; BN and the next layers ran slowly on it (V2 step -13 %)
             return y.reshape([n, h, w, self._out_channels]).transpose([0, 3, 1, 2]).contiguous()
         return super().forward(x)
 

@@ -22,10 +22,8 @@ import paddle
 import paddle.nn.functional as F
 from paddle.io import DataLoader, DistributedBatchSampler
 
-from . import cpu_blas
+from . import cpu_blas, cpu_memory
 from .config import apply_overrides, save_config
-from .cpu_memory import describe as describe_malloc
-from .cpu_memory import keep_freed_memory
 from .data import build_datasets
 from .registry import build_model
 
@@ -320,7 +318,7 @@ def main(cfg, progress=True) -> dict:
     if g["num_threads"] > 0:
         paddle.base.core.set_num_threads(g["num_threads"])
     if device == "cpu":
-        keep_freed_memory()
+        cpu_memory.keep_freed_memory()
     out = g["output_dir"]
     os.makedirs(out, exist_ok=True)
 
@@ -369,7 +367,7 @@ def main(cfg, progress=True) -> dict:
         print(f"model {cfg['Arch']['name']} ({impls}) on {device}, "
               f"threads={os.environ.get('OMP_NUM_THREADS', 'default')}, train/val/test = "
               f"{len(train)}/{len(val) if val else 0}/{len(test)}, output {out}"
-              + (f"; {describe_malloc()}; {cpu_blas.describe()}" if device == "cpu" else ""))
+              + (f"; {cpu_memory.describe()}; {cpu_blas.describe()}" if device == "cpu" else ""))
 
     writer = None
     if rank0:
