@@ -21,11 +21,13 @@ SCHEMA: dict[str, dict] = {
         "seed": 42,
         "device": "auto",  # cpu | gpu | auto (gpu when paddle sees one)
         "resume": "",  # run dir or checkpoint file to continue from
-        "num_threads": 0,  # CPU threads for paddle and OpenMP; 0 = leave the default
+        "num_threads": 0,  # CPU threads for paddle and OpenMP; 0 = every core this process may use
         "amp": False,  # mixed precision (GPU only)
         "to_static": False,  # paddle.jit.to_static for the training step
         "log_interval": 20,  # steps between progress-bar and VisualDL updates
         "eval_test": True,  # evaluate the test set after every epoch (reported, never used for selection)
+        "ema_decay": 0.0,  # evaluate an exponential moving average of the weights; 0 = off
+        "eval_tta": False,  # also report test accuracy with horizontal-flip test-time augmentation
     },
     "Arch": {
         "name": "mobilenet_v1",
@@ -41,11 +43,12 @@ SCHEMA: dict[str, dict] = {
         "lr": 0.001,
         "weight_decay": 0.0001,
         "momentum": 0.9,  # Momentum only
-        "schedule": "cosine",  # constant | cosine | step
-        "warmup_epochs": 1,
+        "schedule": "cosine",  # constant | cosine | linear | step
+        "warmup_epochs": 1.0,
         "step_size": 30,  # epochs between decays, schedule=step
         "gamma": 0.1,  # decay factor, schedule=step
         "label_smoothing": 0.0,
+        "no_decay_bn_bias": False,  # no weight decay on BatchNorm parameters and biases
     },
     "DataLoader": {
         "data_file": "",  # cifar-10-python.tar.gz; "" = download with paddle.vision
@@ -65,7 +68,7 @@ CHOICES = {
     ("Arch", "depthwise"): ("auto", "custom", "paddle"),
     ("Arch", "pointwise"): ("auto", "matmul", "paddle"),
     ("Optimizer", "name"): ("Adam", "AdamW", "Momentum"),
-    ("Optimizer", "schedule"): ("constant", "cosine", "step"),
+    ("Optimizer", "schedule"): ("constant", "cosine", "linear", "step"),
     ("DataLoader", "normalize"): ("cifar", "imagenet"),
 }
 
@@ -77,11 +80,16 @@ HELP = {
     "Global.seed": "seeds init, shuffling, augmentation and the validation split",
     "Global.device": "`cpu`, `gpu` or `auto` (the GPU when paddle sees one)",
     "Global.resume": "run directory or checkpoint to continue from (exactly, at epoch boundaries)",
-    "Global.num_threads": "CPU threads for paddle and OpenMP; 0 = paddle's default",
+    "Global.num_threads": "CPU threads for paddle and OpenMP; 0 = every core the process may use",
     "Global.amp": "mixed precision with `paddle.amp` (GPU only; a notice and float32 on CPU)",
     "Global.to_static": "run the model through `paddle.jit.to_static`",
     "Global.log_interval": "steps between progress-bar and VisualDL updates",
-    "Global.eval_test": "evaluate the test set after every epoch (reported, never used to pick `best`)",
+    "Global.eval_test": "evaluate the test set after every epoch (reported, never used to pick `best`); "
+                        "either way the end of a run evaluates it on the `best` weights",
+    "Global.ema_decay": "evaluate, select and save an exponential moving average of the weights (decay per "
+                        "step, e.g. 0.999); 0 = off",
+    "Global.eval_tta": "also report test accuracy with horizontal-flip test-time augmentation (`test_acc_tta`; "
+                       "selection and `test_acc` stay plain)",
     "Arch.name": "a registry name: `mobilenet_v1`, `mobilenet_v2`, `mobilenet_v1_conv`, `vgg16`, `vgg19`, "
                  "`resnet18`, `resnet50`, `resnet152`",
     "Arch.num_classes": "classifier outputs",
@@ -95,11 +103,15 @@ HELP = {
     "Optimizer.lr": "peak learning rate",
     "Optimizer.weight_decay": "L2 decay (Adam, Momentum) or decoupled decay (AdamW)",
     "Optimizer.momentum": "momentum (Momentum only)",
-    "Optimizer.schedule": "`constant`, `cosine` or `step`, after the warm-up",
-    "Optimizer.warmup_epochs": "epochs of linear warm-up from `lr`/100 to `lr`",
+    "Optimizer.schedule": "`constant`, `cosine` or `linear` (both reach 0 at the last step) or `step`, after the "
+                          "warm-up",
+    "Optimizer.warmup_epochs": "epochs (fractions allowed) of linear warm-up from `lr`/100 to `lr`; capped at a "
+                               "quarter of the run, with a notice",
     "Optimizer.step_size": "epochs between decays (`step`)",
     "Optimizer.gamma": "decay factor (`step`)",
-    "Optimizer.label_smoothing": "label smoothing of the cross-entropy",
+    "Optimizer.label_smoothing": "label smoothing of the cross-entropy (0.1 = 10 % of the target spread over "
+                                 "all classes)",
+    "Optimizer.no_decay_bn_bias": "exempt BatchNorm parameters and biases (every 1-D parameter) from weight decay",
     "DataLoader.data_file": "cifar-10-python.tar.gz; empty = download with paddle.vision",
     "DataLoader.batch_size": "images per step (per GPU when distributed)",
     "DataLoader.num_workers": "data-loading worker processes",
@@ -110,6 +122,16 @@ HELP = {
     "DataLoader.normalize": "`cifar` or `imagenet` mean/std",
     "DataLoader.augment": "random crop with 4-px padding + horizontal flip",
 }
+
+
+def resolve_threads(requested: int) -> int:
+    """``Global.num_threads`` as a count: 0 means every core this process may run on."""
+    if requested > 0:
+        return requested
+    try:
+        return len(os.sched_getaffinity(0))  # honours taskset and container CPU sets, unlike os.cpu_count()
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def reference_table() -> str:

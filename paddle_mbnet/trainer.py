@@ -8,6 +8,7 @@ epoch, step, best validation accuracy and the config.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -23,8 +24,9 @@ import paddle.nn.functional as F
 from paddle.io import DataLoader, DistributedBatchSampler
 
 from . import cpu_blas, cpu_memory
-from .config import apply_overrides, save_config
+from .config import apply_overrides, resolve_threads, save_config
 from .data import build_datasets
+from .ema import ModelEma
 from .registry import build_model
 
 CKPT_LAST, CKPT_BEST = "last.pdckpt", "best.pdckpt"
@@ -93,38 +95,81 @@ def build_loaders(cfg, train, val, test):
     return train_loader, eval_loader(val), eval_loader(test)
 
 
-def build_optimizer(cfg, parameters, steps_per_epoch: int):
-    o, epochs = cfg["Optimizer"], cfg["Global"]["epochs"]
-    if epochs > 0 and o["warmup_epochs"] >= epochs:
-        raise ValueError(f"Optimizer.warmup_epochs={o['warmup_epochs']} covers the whole {epochs}-epoch run, so the "
-                         f"learning rate would never reach Optimizer.lr; lower it, e.g. -o Optimizer.warmup_epochs=0")
-    total = max(1, epochs * steps_per_epoch)
-    warmup = min(total - 1, int(o["warmup_epochs"] * steps_per_epoch))
+def warmup_steps(cfg, steps_per_epoch: int, notify=True) -> int:
+    """Warm-up steps for the run: ``Optimizer.warmup_epochs``, capped at a quarter of the run so that a short
+    run (``-o Global.epochs=1``) still spends most of its steps at and after the peak learning rate."""
+    total = max(1, cfg["Global"]["epochs"] * steps_per_epoch)
+    wanted = int(round(cfg["Optimizer"]["warmup_epochs"] * steps_per_epoch))
+    cap = total // 4
+    if wanted > cap and notify:
+        print(f"paddle_mbnet: Optimizer.warmup_epochs={cfg['Optimizer']['warmup_epochs']} is more than a quarter "
+              f"of this {cfg['Global']['epochs']}-epoch run; warming up for {cap} steps instead", file=sys.stderr)
+    return min(wanted, cap)
+
+
+def build_scheduler(cfg, steps_per_epoch: int, notify=True):
+    opt_cfg = cfg["Optimizer"]
+    total = max(1, cfg["Global"]["epochs"] * steps_per_epoch)
+    warmup = warmup_steps(cfg, steps_per_epoch, notify)
+    decay_steps = max(1, total - warmup)  # cosine and linear reach 0 exactly at the last step
     lr = paddle.optimizer.lr
-    if o["schedule"] == "cosine":
-        sched = lr.CosineAnnealingDecay(o["lr"], T_max=max(1, total - warmup))
-    elif o["schedule"] == "step":
-        sched = lr.StepDecay(o["lr"], step_size=max(1, o["step_size"] * steps_per_epoch), gamma=o["gamma"])
+    if opt_cfg["schedule"] == "cosine":
+        sched = lr.CosineAnnealingDecay(opt_cfg["lr"], T_max=decay_steps)
+    elif opt_cfg["schedule"] == "linear":
+        sched = lr.PolynomialDecay(opt_cfg["lr"], decay_steps=decay_steps, end_lr=0.0, power=1.0)
+    elif opt_cfg["schedule"] == "step":
+        sched = lr.StepDecay(opt_cfg["lr"], step_size=max(1, opt_cfg["step_size"] * steps_per_epoch),
+                             gamma=opt_cfg["gamma"])
     else:
-        sched = lr.LambdaDecay(o["lr"], lambda step: 1.0)
+        sched = lr.LambdaDecay(opt_cfg["lr"], lambda step: 1.0)
     if warmup > 0:
-        sched = lr.LinearWarmup(sched, warmup_steps=warmup, start_lr=o["lr"] / 100, end_lr=o["lr"])
-    wd = o["weight_decay"]
-    if o["name"] == "Adam":
-        opt = paddle.optimizer.Adam(sched, parameters=parameters, weight_decay=wd or None)
-    elif o["name"] == "AdamW":
-        opt = paddle.optimizer.AdamW(sched, parameters=parameters, weight_decay=wd)
+        sched = lr.LinearWarmup(sched, warmup_steps=warmup, start_lr=opt_cfg["lr"] / 100, end_lr=opt_cfg["lr"])
+    return sched
+
+
+def parameter_groups(parameters, weight_decay: float, no_decay_bn_bias: bool):
+    """All parameters in one group, or (as timm's ``param_groups_weight_decay``) 1-D ones, i.e. BatchNorm
+    scales and shifts and biases, in a second group without weight decay."""
+    parameters = list(parameters)
+    if not no_decay_bn_bias:
+        return parameters
+    decay = [p for p in parameters if len(p.shape) > 1]
+    no_decay = [p for p in parameters if len(p.shape) <= 1]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(cfg, parameters, steps_per_epoch: int, notify=True):
+    opt_cfg = cfg["Optimizer"]
+    sched = build_scheduler(cfg, steps_per_epoch, notify)
+    decay = opt_cfg["weight_decay"]
+    groups = parameter_groups(parameters, decay, opt_cfg["no_decay_bn_bias"])
+    if opt_cfg["name"] == "AdamW":  # decoupled: each step shrinks weights by lr * weight_decay
+        opt = paddle.optimizer.AdamW(sched, parameters=groups, weight_decay=decay)
+    elif opt_cfg["name"] == "Adam":  # L2: weight_decay * w is added to the gradient
+        opt = paddle.optimizer.Adam(sched, parameters=groups, weight_decay=decay or None)
     else:
-        opt = paddle.optimizer.Momentum(sched, momentum=o["momentum"], parameters=parameters, weight_decay=wd or None)
+        opt = paddle.optimizer.Momentum(sched, momentum=opt_cfg["momentum"], parameters=groups,
+                                        weight_decay=decay or None)
     return opt, sched
+
+
+def classification_loss(logits, labels, smoothing: float = 0.0):
+    """Cross-entropy, with label smoothing through one-hot targets: paddle 3.3's ``label_smooth`` kernel has no
+    int64 path, so ``F.cross_entropy(..., label_smoothing=)`` fails on class-index labels."""
+    if not smoothing:
+        return F.cross_entropy(logits, labels)
+    targets = F.one_hot(labels.flatten(), logits.shape[-1]).astype(logits.dtype)
+    return F.cross_entropy(logits, targets, soft_label=True, label_smoothing=smoothing)
 
 
 def _accuracy(logits, labels) -> int:
     return int((logits.argmax(axis=1) == labels.flatten()).astype("int64").sum())
 
 
-def train_one_epoch(model, loader, optimizer, scheduler, state, cfg, scaler=None, writer=None, progress=True):
-    """One pass over ``loader``; ``state`` holds the global ``step`` and ``batches_done`` in this epoch."""
+def train_one_epoch(model, loader, optimizer, scheduler, state, cfg, scaler=None, writer=None, progress=True,
+                    ema=None):
+    """One pass over ``loader``; ``state`` holds the global ``step`` and ``batches_done`` in this epoch;
+    ``ema`` (a ModelEma) is updated after every step."""
     model.train()
     smoothing = cfg["Optimizer"]["label_smoothing"]
     amp = scaler is not None
@@ -137,7 +182,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, state, cfg, scaler=None
     for images, labels in loader:
         with paddle.amp.auto_cast(enable=amp):
             logits = model(images)
-            loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
+            loss = classification_loss(logits, labels, smoothing)
         if amp:
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -147,6 +192,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, state, cfg, scaler=None
             optimizer.step()
         optimizer.clear_grad()
         scheduler.step()
+        if ema is not None:
+            ema.update()
         state["step"] += 1
         state["batches_done"] += 1
         n = images.shape[0]
@@ -188,20 +235,25 @@ def _progress(loader, state, cfg):
 
 
 @paddle.no_grad()
-def evaluate(model, loader, return_predictions=False):
-    """Mean loss and accuracy over ``loader`` (and optionally every prediction and label)."""
+def evaluate(model, loader, return_predictions=False, tta=False):
+    """Mean loss and accuracy over ``loader`` (and optionally every prediction and label). With ``tta`` also
+    ``acc_tta``: the accuracy of the logits averaged over each image and its mirror image."""
     model.eval()
-    total_loss, correct, seen = 0.0, 0, 0
+    total_loss, correct, correct_tta, seen = 0.0, 0, 0, 0
     preds, trues = [], []
     for images, labels in loader:
         logits = model(images)
         total_loss += float(F.cross_entropy(logits, labels, reduction="sum"))
         correct += _accuracy(logits, labels)
+        if tta:
+            correct_tta += _accuracy(logits + model(images.flip(axis=[3])), labels)
         seen += images.shape[0]
         if return_predictions:
             preds.append(logits.argmax(axis=1).numpy())
             trues.append(labels.numpy().reshape(-1))
     out = {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1)}
+    if tta:
+        out["acc_tta"] = correct_tta / max(seen, 1)
     if return_predictions:
         out["pred"], out["true"] = np.concatenate(preds), np.concatenate(trues)
     return out
@@ -228,10 +280,11 @@ def _rename_optimizer_state(opt_state: dict, layer, to_structured: bool) -> dict
     return out
 
 
-def save_checkpoint(path, model, optimizer, scheduler, scaler, state, cfg):
+def save_checkpoint(path, model, optimizer, scheduler, scaler, state, cfg, ema=None):
     layer = getattr(model, "_layers", model)  # unwrap DataParallel
     opt_state = _rename_optimizer_state(optimizer.state_dict(), layer, to_structured=True)
-    _atomic_save({"model": layer.state_dict(), "optimizer": opt_state,
+    _atomic_save({"model": layer.state_dict(), "ema": ema.state_dict() if ema is not None else None,
+                  "optimizer": opt_state,
                   "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
                   "epoch": state["epoch"], "step": state["step"], "batches_done": state["batches_done"],
                   "best_val_acc": state["best_val_acc"], "best_epoch": state["best_epoch"],
@@ -281,9 +334,15 @@ def load_run(path: str, overrides=(), prefer=(CKPT_BEST, CKPT_LAST)):
     ckpt = load_checkpoint(path, prefer)
     cfg = apply_overrides(ckpt["config"], overrides)
     model = model_from_config(cfg, pretrained=False)
-    model.set_state_dict(ckpt["model"])
+    model.set_state_dict(evaluated_weights(ckpt))
     model.eval()
     return cfg, model, ckpt
+
+
+def evaluated_weights(ckpt: dict) -> dict:
+    """The weights a run evaluated and selected: the moving average when it kept one, else the trained ones."""
+    ema = ckpt.get("ema")
+    return ema["shadow"] if ema else ckpt["model"]
 
 
 def _plot_curves(history, path):
@@ -309,128 +368,212 @@ def _plot_curves(history, path):
 
 def main(cfg, progress=True) -> dict:
     """Train as ``cfg`` says; returns the run summary (also written to run_summary.json)."""
-    g = cfg["Global"]
+    started = time.perf_counter()
+    run = _setup(cfg)
+    run["ema"] = ModelEma(run["model"], cfg["Global"]["ema_decay"]) if cfg["Global"]["ema_decay"] else None
+    state, history = _restore(run, cfg)
+    if run["rank0"]:
+        save_config(cfg, os.path.join(run["out"], "config.yaml"))
+        _print_header(run, cfg)
+    interrupted = _train_epochs(run, state, history, cfg, progress)
+    summary = _summary(history, state, cfg, interrupted)
+    if run["rank0"]:
+        if summary["finished"]:
+            summary.update(_final_test(run, state, cfg))
+        summary["wall_time_s"] = time.perf_counter() - started
+        with open(os.path.join(run["out"], "run_summary.json"), "w") as f:
+            json.dump(summary, f, indent=1)
+        if summary["finished"]:
+            _print_final(summary)
+    if interrupted:
+        raise KeyboardInterrupt
+    return summary
+
+
+def _setup(cfg) -> dict:
+    """Device, threads, data, model and optimizer of a run, as a dict of what the later steps use."""
+    glob_cfg = cfg["Global"]
     world = paddle.distributed.get_world_size()
     if world > 1:
         paddle.distributed.init_parallel_env()
     rank0 = paddle.distributed.get_rank() == 0
-    device = select_device(g["device"])
-    if g["num_threads"] > 0:
-        paddle.base.core.set_num_threads(g["num_threads"])
+    device = select_device(glob_cfg["device"])
+    threads = resolve_threads(glob_cfg["num_threads"])
     if device == "cpu":
+        paddle.base.core.set_num_threads(threads)
         cpu_memory.keep_freed_memory()
-    out = g["output_dir"]
-    os.makedirs(out, exist_ok=True)
-
-    ckpt = load_checkpoint(g["resume"]) if g["resume"] else None
-    seed_everything(g["seed"])
-    train, val, test = build_datasets(cfg["DataLoader"], g["seed"])
+    os.makedirs(glob_cfg["output_dir"], exist_ok=True)
+    seed_everything(glob_cfg["seed"])
+    train, val, test = build_datasets(cfg["DataLoader"], glob_cfg["seed"])
     train_loader, val_loader, test_loader = build_loaders(cfg, train, val, test)
     model = model_from_config(cfg)
-    if g["to_static"]:
+    if glob_cfg["to_static"]:
         model = paddle.jit.to_static(model)
     if world > 1:
         model = paddle.DataParallel(model)
-    optimizer, scheduler = build_optimizer(cfg, model.parameters(), len(train_loader.batch_sampler))
-    use_amp = g["amp"] and device.startswith("gpu")
-    if g["amp"] and not use_amp and rank0:
+    optimizer, scheduler = build_optimizer(cfg, model.parameters(), len(train_loader.batch_sampler), notify=rank0)
+    use_amp = glob_cfg["amp"] and device.startswith("gpu")
+    if glob_cfg["amp"] and not use_amp and rank0:
         print("paddle_mbnet: Global.amp needs a GPU; training in float32", file=sys.stderr)
-    scaler = paddle.amp.GradScaler() if use_amp else None
+    return {"rank0": rank0, "device": device, "threads": threads, "out": glob_cfg["output_dir"],
+            "sizes": (len(train), len(val) if val else 0, len(test)), "train_loader": train_loader,
+            "val_loader": val_loader, "test_loader": test_loader, "model": model, "optimizer": optimizer,
+            "scheduler": scheduler, "scaler": paddle.amp.GradScaler() if use_amp else None}
 
+
+def _restore(run, cfg):
+    """(state, history): fresh, or from ``Global.resume``."""
     state = {"epoch": 0, "step": 0, "batches_done": 0, "best_val_acc": -1.0, "best_epoch": 0}
+    if not cfg["Global"]["resume"]:
+        return state, []
+    ckpt = load_checkpoint(cfg["Global"]["resume"])
+    try:
+        layer = getattr(run["model"], "_layers", run["model"])
+        layer.set_state_dict(ckpt["model"])
+        run["optimizer"].set_state_dict(_rename_optimizer_state(ckpt["optimizer"], layer, to_structured=False))
+        if run["ema"] is not None and ckpt.get("ema"):
+            run["ema"].set_state_dict(ckpt["ema"])
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"{ckpt['path']} does not fit this config ({e}); resume with the config "
+                              f"the run was started with (saved as config.yaml in its directory)") from None
+    run["scheduler"].set_state_dict(ckpt["scheduler"])
+    if run["scaler"] is not None and ckpt.get("scaler"):
+        run["scaler"].load_state_dict(ckpt["scaler"])
+    for key in state:
+        state[key] = ckpt[key]
     history = []
-    metrics_path = os.path.join(out, "metrics.json")
-    if ckpt is not None:
-        try:
-            layer = getattr(model, "_layers", model)
-            layer.set_state_dict(ckpt["model"])
-            optimizer.set_state_dict(_rename_optimizer_state(ckpt["optimizer"], layer, to_structured=False))
-        except Exception as e:  # noqa: BLE001
-            raise CheckpointError(f"{ckpt['path']} does not fit this config ({e}); resume with the config "
-                                  f"the run was started with (saved as config.yaml in its directory)") from None
-        scheduler.set_state_dict(ckpt["scheduler"])
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        for k in state:
-            state[k] = ckpt[k]
-        if os.path.isfile(metrics_path):
-            with open(metrics_path) as f:
-                history = [h for h in json.load(f) if h["epoch"] <= state["epoch"]]
-        if rank0:
-            print(f"resumed from {ckpt['path']}: epoch {state['epoch']}, step {state['step']}"
-                  + (f", {state['batches_done']} batches into epoch {state['epoch'] + 1}" if state["batches_done"] else ""))
-    if rank0:
-        save_config(cfg, os.path.join(out, "config.yaml"))
-        net = getattr(model, "_layers", model)  # under DataParallel too
-        impls = (f"{getattr(net, 'depthwise_impl', 'n/a')} depthwise, "
-                 f"{getattr(net, 'pointwise_impl', 'n/a')} pointwise")
-        print(f"model {cfg['Arch']['name']} ({impls}) on {device}, "
-              f"threads={os.environ.get('OMP_NUM_THREADS', 'default')}, train/val/test = "
-              f"{len(train)}/{len(val) if val else 0}/{len(test)}, output {out}"
-              + (f"; {cpu_memory.describe()}; {cpu_blas.describe()}" if device == "cpu" else ""))
+    metrics_path = os.path.join(run["out"], "metrics.json")
+    if os.path.isfile(metrics_path):
+        with open(metrics_path) as f:
+            history = [h for h in json.load(f) if h["epoch"] <= state["epoch"]]
+    if run["rank0"]:
+        print(f"resumed from {ckpt['path']}: epoch {state['epoch']}, step {state['step']}"
+              + (f", {state['batches_done']} batches into epoch {state['epoch'] + 1}" if state["batches_done"]
+                 else ""))
+    return state, history
 
+
+def _print_header(run, cfg):
+    net = getattr(run["model"], "_layers", run["model"])  # under DataParallel too
+    impls = f"{getattr(net, 'depthwise_impl', 'n/a')} depthwise, {getattr(net, 'pointwise_impl', 'n/a')} pointwise"
+    train_n, val_n, test_n = run["sizes"]
+    print(f"model {cfg['Arch']['name']} ({impls}) on {run['device']}, threads={run['threads']}, "
+          f"train/val/test = {train_n}/{val_n}/{test_n}, output {run['out']}"
+          + (f"; {cpu_memory.describe()}; {cpu_blas.describe()}" if run["device"] == "cpu" else ""), flush=True)
+
+
+def _train_epochs(run, state, history, cfg, progress) -> bool:
+    """The epoch loop; returns whether it was interrupted (Ctrl-C or SIGTERM, after saving ``last``)."""
+    glob_cfg, out = cfg["Global"], run["out"]
     writer = None
-    if rank0:
+    if run["rank0"]:
         from visualdl import LogWriter
 
         writer = LogWriter(logdir=os.path.join(out, "vdl"))
-    interrupted = False
     # SIGTERM (kill, a job scheduler, a backgrounded run whose SIGINT the shell ignores) saves like Ctrl-C
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main else None
     try:
-        while state["epoch"] < g["epochs"]:
+        while state["epoch"] < glob_cfg["epochs"]:
             epoch = state["epoch"]
-            seed_everything(g["seed"] * 1000 + epoch)
-            train_loader.batch_sampler.set_epoch(epoch, skip=state["batches_done"])
-            tr = train_one_epoch(model, train_loader, optimizer, scheduler, state, cfg, scaler, writer,
-                                 progress=progress and rank0)
+            seed_everything(glob_cfg["seed"] * 1000 + epoch)
+            run["train_loader"].batch_sampler.set_epoch(epoch, skip=state["batches_done"])
+            train_stats = train_one_epoch(run["model"], run["train_loader"], run["optimizer"], run["scheduler"],
+                                          state, cfg, run["scaler"], writer, progress=progress and run["rank0"],
+                                          ema=run["ema"])
             state["epoch"], state["batches_done"] = epoch + 1, 0
-            if not rank0:
-                continue
-            record = {"epoch": epoch + 1, "train_loss": tr["loss"], "train_acc": tr["acc"], "lr": optimizer.get_lr(),
-                      "epoch_time_s": tr["time_s"], "train_ips": tr["ips"], "val_loss": None, "val_acc": None,
-                      "test_loss": None, "test_acc": None}
-            for split, loader in (("val", val_loader), ("test", test_loader if g["eval_test"] else None)):
-                if loader is not None:
-                    r = evaluate(model, loader)
-                    record[f"{split}_loss"], record[f"{split}_acc"] = r["loss"], r["acc"]
-                    writer.add_scalar(f"{split}/loss", r["loss"], epoch + 1)
-                    writer.add_scalar(f"{split}/acc", r["acc"], epoch + 1)
-            writer.add_scalar("train/acc", tr["acc"], epoch + 1)
-            writer.add_scalar("train/epoch_loss", tr["loss"], epoch + 1)
-            history.append(record)
-            improved = record["val_acc"] is not None and record["val_acc"] > state["best_val_acc"]
-            if improved:
-                state["best_val_acc"], state["best_epoch"] = record["val_acc"], epoch + 1
-            save_checkpoint(os.path.join(out, CKPT_LAST), model, optimizer, scheduler, scaler, state, cfg)
-            if improved:
-                save_checkpoint(os.path.join(out, CKPT_BEST), model, optimizer, scheduler, scaler, state, cfg)
-            with open(metrics_path, "w") as f:
-                json.dump(history, f, indent=1)
-            _plot_curves(history, os.path.join(out, "curves.png"))
-            print(f"epoch {epoch + 1}/{g['epochs']}  train_loss={tr['loss']:.4f} train_acc={tr['acc']:.4f}  "
-                  f"val_acc={_fmt(record['val_acc'])} test_acc={_fmt(record['test_acc'])}  "
-                  f"lr={record['lr']:.2e}  {tr['time_s']:.1f}s  {tr['ips']:.1f} img/s", flush=True)
+            if run["rank0"]:
+                _end_epoch(run, state, history, cfg, train_stats, writer)
     except KeyboardInterrupt:
-        interrupted = True
-        if rank0:
-            save_checkpoint(os.path.join(out, CKPT_LAST), model, optimizer, scheduler, scaler, state, cfg)
+        if run["rank0"]:
+            _save(run, state, cfg, CKPT_LAST)
             print(f"\ninterrupted: saved {os.path.join(out, CKPT_LAST)} (epoch {state['epoch']}, "
                   f"{state['batches_done']} batches into the next); continue with -o Global.resume={out}",
                   file=sys.stderr)
+        return True
     finally:
         if in_main and previous is not None:  # None: the old handler was not set from Python
             signal.signal(signal.SIGTERM, previous)
         if writer is not None:
             writer.close()
-    summary = _summary(history, state, cfg, interrupted)
-    if rank0:
-        with open(os.path.join(out, "run_summary.json"), "w") as f:
-            json.dump(summary, f, indent=1)
-    if interrupted:
-        raise KeyboardInterrupt
-    return summary
+    return False
+
+
+def _save(run, state, cfg, name):
+    save_checkpoint(os.path.join(run["out"], name), run["model"], run["optimizer"], run["scheduler"],
+                    run["scaler"], state, cfg, run["ema"])
+
+
+def _evaluated(run):
+    """A context in which run["model"] holds the weights that are evaluated (the average, if kept)."""
+    return run["ema"].applied(run["model"]) if run["ema"] is not None else contextlib.nullcontext()
+
+
+def _end_epoch(run, state, history, cfg, train_stats, writer):
+    """Evaluate, record, checkpoint and report one finished epoch (rank 0)."""
+    epoch, glob_cfg = state["epoch"], cfg["Global"]
+    record = {"epoch": epoch, "train_loss": train_stats["loss"], "train_acc": train_stats["acc"],
+              "lr": run["optimizer"].get_lr(), "epoch_time_s": train_stats["time_s"],
+              "train_ips": train_stats["ips"], "val_loss": None, "val_acc": None, "test_loss": None,
+              "test_acc": None}
+    eval_started = time.perf_counter()
+    with _evaluated(run):
+        for split in ("val", "test"):
+            loader = run[f"{split}_loader"] if split == "val" or glob_cfg["eval_test"] else None
+            if loader is not None:
+                result = evaluate(run["model"], loader)
+                record[f"{split}_loss"], record[f"{split}_acc"] = result["loss"], result["acc"]
+                writer.add_scalar(f"{split}/loss", result["loss"], epoch)
+                writer.add_scalar(f"{split}/acc", result["acc"], epoch)
+    record["eval_time_s"] = time.perf_counter() - eval_started
+    writer.add_scalar("train/acc", train_stats["acc"], epoch)
+    writer.add_scalar("train/epoch_loss", train_stats["loss"], epoch)
+    history.append(record)
+    improved = record["val_acc"] is not None and record["val_acc"] > state["best_val_acc"]
+    if improved:
+        state["best_val_acc"], state["best_epoch"] = record["val_acc"], epoch
+    _save(run, state, cfg, CKPT_LAST)
+    if improved:
+        _save(run, state, cfg, CKPT_BEST)
+    with open(os.path.join(run["out"], "metrics.json"), "w") as f:
+        json.dump(history, f, indent=1)
+    _plot_curves(history, os.path.join(run["out"], "curves.png"))
+    print(f"epoch {epoch}/{glob_cfg['epochs']}  train_loss={train_stats['loss']:.4f} "
+          f"train_acc={train_stats['acc']:.4f}  val_acc={_fmt(record['val_acc'])} "
+          f"test_acc={_fmt(record['test_acc'])}  lr={record['lr']:.2e}  {train_stats['time_s']:.1f}s  "
+          f"{train_stats['ips']:.1f} img/s", flush=True)
+
+
+def _final_test(run, state, cfg) -> dict:
+    """Test accuracy of the selected weights (``best``, else the last) once the run is done, with flip TTA
+    when ``Global.eval_tta``; skipped when every epoch's test figure already gives it and no TTA is asked."""
+    glob_cfg = cfg["Global"]
+    if glob_cfg["eval_test"] and not glob_cfg["eval_tta"]:
+        return {}
+    best_path = os.path.join(run["out"], CKPT_BEST)
+    model = run["model"]
+    layer = getattr(model, "_layers", model)
+    backup = {name: tensor.detach().clone() for name, tensor in layer.state_dict().items()}
+    if os.path.isfile(best_path):
+        layer.set_state_dict(evaluated_weights(load_checkpoint(best_path)))
+        weights = f"best (epoch {state['best_epoch']})"
+    else:
+        if run["ema"] is not None:
+            layer.set_state_dict(run["ema"].shadow)
+        weights = f"last (epoch {state['epoch']})"
+    result = evaluate(model, run["test_loader"], tta=glob_cfg["eval_tta"])
+    layer.set_state_dict(backup)
+    out = {"test_acc_at_best": result["acc"], "final_test_weights": weights}
+    if glob_cfg["eval_tta"]:
+        out["test_acc_tta_at_best"] = result["acc_tta"]
+    return out
+
+
+def _print_final(summary):
+    tta = summary.get("test_acc_tta_at_best")
+    print(f"done: best epoch {summary['best_epoch']}, val_acc={_fmt(summary['best_val_acc'])}, "
+          f"test_acc={_fmt(summary['test_acc_at_best'])}" + (f", test_acc_tta={tta:.4f}" if tta is not None else "")
+          + f", {summary['wall_time_s'] / 60:.1f} min", flush=True)
 
 
 def _raise_interrupt(signum, frame):
@@ -451,5 +594,6 @@ def _summary(history, state, cfg, interrupted):
             "test_acc_at_best": best["test_acc"] if best else None, "final_train_acc": last.get("train_acc"),
             "final_test_acc": last.get("test_acc"), "epoch_time_s_median": float(np.median(times)) if times else None,
             "train_ips_median": float(np.median([h["train_ips"] for h in history])) if history else None,
+            "eval_weights": "ema" if cfg["Global"]["ema_decay"] else "trained",
             "output_dir": cfg["Global"]["output_dir"]}
 

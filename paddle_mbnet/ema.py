@@ -1,0 +1,64 @@
+"""An exponential moving average of a model's weights, for evaluation (as timm's ``ModelEmaV2``).
+
+Paddle has ``paddle.static.ExponentialMovingAverage`` for static graphs only, so the
+dynamic-graph version is written here. It averages every floating-point tensor of the
+state_dict: parameters and BatchNorm's running statistics.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import paddle
+
+
+class ModelEma:
+    def __init__(self, model, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"Global.ema_decay={decay} must be in (0, 1), or 0 to turn the average off")
+        self.decay, self.updates = decay, 0
+        live = _float_state(model)
+        self.shadow = {name: tensor.detach().clone() for name, tensor in live.items()}
+        self._pairs = [(self.shadow[name], tensor) for name, tensor in live.items()]
+
+    def current_decay(self) -> float:
+        # Short runs: the average must not be dominated by the random init (TF's num_updates rule).
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+
+    @paddle.no_grad()
+    def update(self) -> None:
+        weight = 1.0 - self.current_decay()
+        for shadow, live in self._pairs:
+            shadow.lerp_(live.detach(), weight)
+        self.updates += 1
+
+    def state_dict(self) -> dict:
+        return {"shadow": self.shadow, "updates": self.updates, "decay": self.decay}
+
+    def set_state_dict(self, state: dict) -> None:
+        missing = set(self.shadow) - set(state["shadow"])
+        if missing:
+            raise KeyError(f"the checkpoint's weight average lacks {sorted(missing)[:3]}")
+        for name, tensor in self.shadow.items():
+            tensor.set_value(state["shadow"][name])
+        self.updates = int(state["updates"])
+
+    @contextlib.contextmanager
+    def applied(self, model):
+        """Run the block with the averaged weights in ``model``; the trained ones come back after."""
+        live = _float_state(model)
+        backup = {name: tensor.detach().clone() for name, tensor in live.items()}
+        for name, tensor in live.items():
+            tensor.set_value(self.shadow[name])
+        try:
+            yield model
+        finally:
+            for name, tensor in live.items():
+                tensor.set_value(backup[name])
+
+
+def _float_state(model) -> dict:
+    layer = getattr(model, "_layers", model)  # unwrap DataParallel
+    return {name: tensor for name, tensor in layer.state_dict().items() if tensor.dtype in (paddle.float32,
+                                                                                            paddle.float16,
+                                                                                            paddle.bfloat16,
+                                                                                            paddle.float64)}
