@@ -2,16 +2,28 @@
 comparison against VGG and ResNet on CIFAR-10.
 
 MobileNetV1: https://arxiv.org/abs/1704.04861   MobileNetV2: https://arxiv.org/abs/1801.04381
+
+Layout: ``models/`` (the networks, their layers, the registry), ``training/`` (config, data, the loop,
+checkpoints), ``cpu/`` (the depthwise operator, MKL and malloc settings), ``analysis/`` (complexity, the
+papers' figures, benchmarks, the comparison), and ``deploy`` / ``predict`` for using a trained run.
 """
-from . import cpu_blas
+import warnings as _warnings
 
-cpu_blas.use_avx2_mkl_on_amd()  # before paddle runs its first GEMM; see cpu_blas
+from .cpu import blas as _blas
 
-from .complexity import Complexity, complexity, paddle_flops  # noqa: E402
-from .layers import make_divisible  # noqa: E402
+_blas.use_avx2_mkl_on_amd()  # before paddle runs its first GEMM; see cpu/blas.py
+with _warnings.catch_warnings():
+    # paddle's import warns that ccache is missing; ccache only caches C++ compiles, which a user of this
+    # package never needs (the one operator builds once and is cached, see cpu/ops)
+    _warnings.filterwarnings("ignore", message="No ccache found")
+    import paddle  # noqa: E402, F401
+
+from .analysis.complexity import Complexity, complexity, paddle_flops  # noqa: E402
+from .errors import MbnetError  # noqa: E402
 from .models import MobileNetV1, MobileNetV2  # noqa: E402
-from .registry import build_model, list_models, register_model  # noqa: E402
+from .models.layers import make_divisible  # noqa: E402
+from .models.registry import build_model, list_models, register_model  # noqa: E402
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["MobileNetV1", "MobileNetV2", "build_model", "list_models", "register_model",
-           "complexity", "paddle_flops", "Complexity", "make_divisible"]
+           "complexity", "paddle_flops", "Complexity", "make_divisible", "MbnetError"]

@@ -11,6 +11,8 @@ import os
 import numpy as np
 import paddle
 
+from .errors import CheckpointError
+
 
 def export(model, prefix: str, image_size: int) -> str:
     """Save ``model`` for inference with input [N, 3, image_size, image_size]; returns the prefix."""
@@ -25,7 +27,7 @@ def _model_file(prefix: str) -> str:
     for ext in (".json", ".pdmodel"):  # PIR programs (paddle >= 3) or the legacy format
         if os.path.isfile(prefix + ext):
             return prefix + ext
-    raise FileNotFoundError(f"no inference model at {prefix}.json or {prefix}.pdmodel; run tools/export.py first")
+    raise CheckpointError(f"no inference model at {prefix}.json or {prefix}.pdmodel; run tools/export.py first")
 
 
 def create_predictor(prefix: str, threads: int = 1, onednn: bool = True, gpu: bool = False, tensorrt: bool = False):

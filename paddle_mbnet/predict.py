@@ -9,7 +9,8 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from .data import CLASSES, build_transform, load_cifar10
+from .errors import DataError
+from .training.data import CLASSES, build_transform, load_cifar10
 
 
 def class_names(num_classes: int) -> list[str]:
@@ -25,7 +26,7 @@ def load_images(paths) -> list[tuple]:
         try:
             items.append((str(path), Image.open(path).convert("RGB"), None))
         except OSError as e:
-            raise OSError(f"cannot read image {str(path)!r}: {e}") from None
+            raise DataError(f"cannot read image {str(path)!r}: {e}") from None
     return items
 
 
@@ -41,7 +42,7 @@ def cifar_test_items(data_file: str, n: int) -> list[tuple]:
 
 def predict(model, items, image_size: int, normalize: str) -> np.ndarray:
     """Class probabilities [len(items), num_classes] with the evaluation transform of the run."""
-    tf = build_transform(image_size, normalize, train=False)
+    tf = build_transform(image_size, normalize)
     # photos of any size go through the run's resize; for 32 px runs shrink them to CIFAR's size first
     batch = paddle.stack([tf(img.resize((32, 32)) if image_size == 32 and img.size != (32, 32) else img)
                           for _, img, _ in items])
@@ -59,20 +60,28 @@ def topk_lines(items, probs, names, k: int = 3) -> list[str]:
     return lines
 
 
-def prediction_figure(items, probs, names, cols: int = 8):
-    """A grid of the images titled with the predicted class (green if right or unknown, red if wrong)."""
+def prediction_figure(items, probs, names, title: str = "", max_cols: int = 6):
+    """A grid sized to the images, each titled with its name and predicted class: green when right, red when
+    wrong, and neutral grey for an image without a known label."""
+    import math
+    import os
+
     from matplotlib.figure import Figure
 
-    cols = min(len(items), cols)
-    rows = (len(items) + cols - 1) // cols
-    fig = Figure(figsize=(2 * cols, 2.3 * rows))
+    cols = max(1, min(len(items), max_cols))
+    rows = max(1, math.ceil(len(items) / cols))
+    fig = Figure(figsize=(2.2 * cols, 2.5 * rows + (0.4 if title else 0)))
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, (_, img, true), pr in zip(axes.flat, items, probs):
+    for ax, (name, img, true), pr in zip(axes.flat, items, probs):
         pred = int(pr.argmax())
         ax.imshow(img)
-        label = f"{names[pred]} {pr[pred]:.2f}" + (f"\ntrue: {names[true]}" if true is not None else "")
-        ax.set_title(label, fontsize=8, color="green" if true is None or true == pred else "red")
+        label = f"{os.path.basename(name)[:24]}\n{names[pred]} {pr[pred]:.2f}"
+        label += f" (true: {names[true]})" if true is not None else ""
+        colour = "0.3" if true is None else ("green" if true == pred else "red")
+        ax.set_title(label, fontsize=8, color=colour)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

@@ -1,7 +1,7 @@
 """The benchmark scripts run and print their figures (tiny sizes; no timing assertions)."""
 import re
 
-from paddle_mbnet.data import write_tiny_cifar10
+from paddle_mbnet.training.data import write_tiny_cifar10
 from helpers import run_tool
 
 
@@ -11,7 +11,9 @@ def test_bench_depthwise_prints_layer_and_step_ratios():
     assert "OMP_NUM_THREADS=1" in out
     assert len(re.findall(r"C=\s+\d+ .* custom .* ms .* paddle .* ms .*x", out)) == 13  # V1's 13 depthwise layers
     assert re.search(r"all depthwise layers: custom [\d.]+ ms, paddle [\d.]+ ms per step -> [\d.]+x", out)
-    assert re.search(r"mobilenet_v1 +speed-up over paddle: custom [\d.]+x, custom\+auto [\d.]+x; ", out)
+    assert re.search(r"mobilenet_v1 +custom [\d.]+x and custom\+auto [\d.]+x paddle", out)
+    assert re.search(r"sgemm: paddle.matmul 2048x2048 float32 at [\d.]+ GFLOP/s", out)
+    assert re.search(r"mobilenet_v1 +custom\+auto +[\d.]+ img/s +[\d.]+ GFLOP/s", out)
     # PyTorch is timed in a child process when it is installed, and said so when it is not
     assert re.search(r"mobilenet_v1 +torch +[\d.]+ img/s", out) or "PyTorch not timed: torch is not installed" in out
     # --profile: paddle's operator table, and our op's forward (not an operator event) as a user event

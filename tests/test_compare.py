@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 
-from paddle_mbnet import compare
-from paddle_mbnet.config import save_config
-from paddle_mbnet.data import write_tiny_cifar10
+from paddle_mbnet.analysis import compare
+from paddle_mbnet.training.config import save_config
+from paddle_mbnet.training.data import write_tiny_cifar10
 from helpers import run_tool
 
 MODELS = "mobilenet_v1@0.25,resnet18"
@@ -74,7 +74,9 @@ def test_markdown_csv_and_json_agree(result):
         for key in compare.RECORD_KEYS[1:]:
             title, fmt = compare.COLUMNS[key]
             value = 100 * rec[key] if key in compare.PERCENT_KEYS else rec[key]
-            assert row[title] == fmt.format(value), (rec["model"], key)
+            # test accuracy carries its standard error (and a chance mark) after the number
+            assert row[title] == fmt.format(value) or (key == "test_acc" and row[title].startswith(
+                fmt.format(value) + " ± ")), (rec["model"], key, row[title])
     with open(os.path.join(out, "results.csv")) as f:
         table = list(csv.DictReader(f))
     assert [r["model"] for r in table] == [r["model"] for r in records]
@@ -90,10 +92,14 @@ def test_paper_tables_and_plots(result):
     assert "| Conv 1x1 | 94.86% | 94.86% |" in md  # V1 Table 2
     assert "| 0.5 MobileNet-224 | 149.5 | 149 |" in md and "| 1.0 MobileNet-128 | 186.4 | 186 |" in md
     assert "| Conv MobileNet (mobilenet_v1_conv) | 4867.3 | 4866 |" in md
-    for name in ("acc_vs_latency.png", "acc_vs_macs.png", "latency_vs_macs.png", "curves.png"):
+    with open(os.path.join(out, "results.json")) as f:
+        learned = not all(r["near_chance"] for r in json.load(f))
+    for name in ("latency_vs_macs.png", "curves.png") + (("acc_vs_latency.png", "acc_vs_macs.png") if learned else ()):
         with open(os.path.join(out, name), "rb") as f:
             head = f.read()
         assert head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) > 5000, name
+    if not learned:  # runs at chance level are noise, not points to plot
+        assert not os.path.exists(os.path.join(out, "acc_vs_macs.png"))
 
 
 def test_rerun_skips_finished_runs(archive, result):
@@ -141,7 +147,7 @@ def test_an_unfinished_run_resumes_to_completion(result, tmp_path):
     out, records, _ = result
     run = str(tmp_path / "run")
     shutil.copytree(records[0]["run_dir"], run)
-    from paddle_mbnet.config import load_config
+    from paddle_mbnet.training.config import load_config
 
     cfg = load_config(os.path.join(run, "config.yaml"), [f"Global.output_dir={run}"])
     save_config(cfg, os.path.join(run, "config.yaml"))
@@ -185,6 +191,7 @@ def test_no_speed_reports_runs_without_timing(archive, result, tmp_path):
     ("foo", "unknown model 'foo'; valid names: .*mobilenet_v1"),
     ("vgg16@0.5", "width multiplier .* our MobileNets only"),
     ("mobilenet_v1@wide", "must be a number"),
+    ("mobilenet_v1@inf", "must be a finite number > 0"),
     ("mobilenet_v1,mobilenet_v1", "names a model twice"),
 ])
 def test_bad_model_names(models, match):
@@ -212,7 +219,7 @@ def test_ctrl_c_during_a_run_keeps_its_checkpoint_and_the_rerun_resumes(tmp_path
 
     from helpers import ROOT
 
-    archive = write_tiny_cifar10(str(tmp_path / "c.tar.gz"), 4000, 20)
+    archive = write_tiny_cifar10(str(tmp_path / "c.tar.gz"), 1600, 20)
     out = str(tmp_path / "o")
     argv = [sys.executable, os.path.join(ROOT, "tools", "compare.py"), "--models", "mobilenet_v1@0.25",
             "--input-size", "32", "--quick", "--no-engine", "--repeats", "1", "--threads", "1", "--data-file",
@@ -227,7 +234,9 @@ def test_ctrl_c_during_a_run_keeps_its_checkpoint_and_the_rerun_resumes(tmp_path
     time.sleep(2)  # into the epoch
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
     output, _ = proc.communicate(timeout=120)
-    assert proc.returncode != 0 and "interrupted: rerun the same command" in output, output[-2000:]
+    assert proc.returncode != 0 and "interrupted: continue with the same command" in output, output[-2000:]
+    assert "continue with: python tools/compare.py --models mobilenet_v1@0.25" in output  # the trainer's line too
+    assert "tools/train.py -o Global.resume" not in output
     with open(os.path.join(run, "run_summary.json")) as f:
         assert json.load(f)["finished"] is False
     assert os.path.isfile(os.path.join(run, "last.pdckpt"))
@@ -237,3 +246,67 @@ def test_ctrl_c_during_a_run_keeps_its_checkpoint_and_the_rerun_resumes(tmp_path
     assert "unfinished (0/1 epochs): resume" in again.stdout and "resumed from" in again.stdout
     with open(os.path.join(out, "results.json")) as f:
         assert json.load(f)[0]["test_acc"] is not None
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--input-size", "1"], "--input-size 1 is below mobilenet_v1's total stride (16)"),
+    (["--models", "mobilenet_v1@1e-9"], "leaves a 32-channel layer with 0 channels"),
+    (["--train-minutes", "-1"], "--train-minutes must be a number of minutes >= 0"),
+    (["--out", "FILE"], "is a file; pass a directory"),
+])
+def test_bad_arguments_are_refused_before_any_timing(extra, message, tmp_path):
+    a_file = tmp_path / "results"
+    a_file.write_text("not a directory")
+    extra = [str(a_file) if e == "FILE" else e for e in extra]
+    args = ["compare.py", "--models", "mobilenet_v1", "--no-train", "--out", str(tmp_path / "o"), *extra]
+    proc = run_tool(*args, check=False, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert message in proc.stderr.strip().splitlines()[-1] and "[speed]" not in proc.stdout
+
+
+def test_equal_time_budget_stops_each_run_at_its_steps(archive, tmp_path):
+    out = str(tmp_path / "o")
+    proc = run_tool("compare.py", "--models", "mobilenet_v1@0.25", "--input-size", "32", "--quick", "--no-engine",
+                    "--threads", "1", "--data-file", archive, "--train-size", "32", "--val-size", "16",
+                    "--test-size", "20", "-o", "DataLoader.batch_size=8", "-o", "DataLoader.num_workers=0",
+                    "--train-minutes", "0.02", "--no-speed", "--out", out, timeout=300)
+    steps = int(proc.stdout.split("-> ")[1].split(" steps")[0])
+    with open(os.path.join(out, "results.json")) as f:
+        (rec,) = json.load(f)
+    assert rec["train_images"] == steps * 8 and rec["epochs_trained"] == pytest.approx(steps * 8 / 32)
+    assert rec["train_time_s"] > 0 and rec["test_acc"] is not None
+    with open(os.path.join(out, "results.md")) as f:
+        assert "equal time: 0.02 min of training per model" in f.read()
+
+
+def test_accuracies_near_chance_are_marked_and_left_out_of_the_plots(tmp_path):
+    records = [compare.add_accuracy_context({"model": m, "macs_m": macs, "test_acc": acc, "test_images": 2000})
+               for m, macs, acc in (("a", 10.0, 0.12), ("b", 20.0, 0.61), ("c", 40.0, 0.80))]
+    assert [r["near_chance"] for r in records] == [True, False, False]
+    assert records[1]["test_acc_se"] == pytest.approx((0.61 * 0.39 / 2000) ** 0.5)
+    table = compare.markdown_table(records)
+    assert "12.00 ± 0.73 (≈ chance)" in table and "61.00 ± 1.09 |" in table
+    assert compare.write_plots(records, str(tmp_path), "test") == ["acc_vs_macs.png"]
+    assert compare.write_plots(records[:1], str(tmp_path / "none"), "test") == []
+
+
+def test_quick_mode_holds_one_model_at_a_time(tmp_path):
+    """Peak memory of timing two models one after the other stays well under that of holding both."""
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    def peak_kb(*extra):
+        code = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
+                "stdout=subprocess.DEVNULL); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+        argv = [sys.executable, os.path.join(ROOT, "tools", "compare.py"), "--models", "vgg16,vgg19",
+                "--input-size", "32", "--no-train", "--no-engine", "--repeats", "1", "--warmup", "0",
+                "--batch-size", "2", "--train-batch", "0", "--threads", "1", "--out", str(tmp_path / extra[0]),
+                *extra[1:]]
+        proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return int(proc.stdout.split()[-1])
+
+    one_at_a_time, both = peak_kb("quick", "--quick"), peak_kb("all")
+    assert one_at_a_time < 0.85 * both, (one_at_a_time, both)

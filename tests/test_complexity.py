@@ -4,7 +4,7 @@ import paddle
 import pytest
 
 import paddle_mbnet as pm
-from paddle_mbnet.paper import V1_TABLE2, V1_TABLE4, V1_TABLE6, V1_TABLE7
+from paddle_mbnet.analysis.paper import V1_TABLE2, V1_TABLE4, V1_TABLE6, V1_TABLE7
 
 
 @pytest.mark.parametrize("scale", sorted(V1_TABLE6))
@@ -70,3 +70,17 @@ def test_paddle_flops_counts_more_than_the_paper():
     for model in (pm.MobileNetV1(), pm.MobileNetV2()):
         ours, theirs = pm.complexity(model).macs, pm.paddle_flops(model)
         assert 1.01 * ours < theirs < 1.1 * ours
+
+
+def test_summary_tool_prints_every_layer_and_the_papers_totals():
+    import re
+
+    from helpers import run_tool
+
+    out = run_tool("summary.py", "mobilenet_v1").stdout
+    macs = int(re.search(r"total mult-adds \(conv \+ FC, the papers' count\): ([\d,]+)", out).group(1).replace(",", ""))
+    params = int(re.search(r"the papers' count\): ([\d,]+)\n", out).group(1).replace(",", ""))
+    assert abs(macs / 569e6 - 1) < 0.01 and abs(params / 4.2e6 - 1) < 0.01
+    rows = [line for line in out.splitlines() if re.search(r"\s(Conv2D|DepthwiseConv2D|PointwiseConv2D)\s", line)]
+    assert len(rows) == 27  # V1 Table 1: the stem, 13 depthwise and 13 pointwise convolutions
+    assert "| Conv 1x1 | 94.86% | 74.57% |" in out

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from helpers import ROOT
-from paddle_mbnet.cpu_blas import wants_avx2_switch
+from paddle_mbnet.cpu.blas import wants_avx2_switch
 
 AMD = "vendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx fma avx2 bmi2\n"
 INTEL = AMD.replace("AuthenticAMD", "GenuineIntel").replace("AMD EPYC", "Intel Xeon")

@@ -14,7 +14,7 @@ from helpers import ROOT
 CODE = """
 import resource
 import paddle
-from paddle_mbnet import cpu_memory
+from paddle_mbnet.cpu import memory as cpu_memory
 print(cpu_memory.keep_freed_memory())
 faults = []
 for _ in range(5):

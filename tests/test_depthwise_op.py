@@ -10,7 +10,7 @@ import paddle.nn.functional as F
 import pytest
 
 import paddle_mbnet as pm
-from paddle_mbnet import ops
+from paddle_mbnet.cpu import ops
 
 pytestmark = pytest.mark.skipif(not ops.custom_depthwise_available(), reason="no C++ compiler to build the op")
 
@@ -130,7 +130,7 @@ def test_built_op_is_reused_from_another_checkout(tmp_path):
     before = os.stat(so).st_mtime_ns
     shutil.copytree(os.path.dirname(pm.__file__), tmp_path / "paddle_mbnet",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    code = ("import paddle, paddle_mbnet.ops as o; o.custom_depthwise_available(required=True); "
+    code = ("import paddle, paddle_mbnet.cpu.ops as o; o.custom_depthwise_available(required=True); "
             "x = paddle.ones([1, 2, 4, 4]); print(float(o.depthwise_conv2d(x, paddle.ones([2, 1, 3, 3])).sum()))")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]

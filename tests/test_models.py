@@ -5,7 +5,7 @@ import paddle.vision.models as pvm
 import pytest
 
 import paddle_mbnet as pm
-from paddle_mbnet.layers import make_divisible
+from paddle_mbnet.models.layers import make_divisible
 from paddle_mbnet.models.mobilenet_v2 import InvertedResidual
 
 

@@ -11,9 +11,9 @@ import urllib.request
 
 import pytest
 
-from paddle_mbnet import trainer
-from paddle_mbnet.config import load_config
-from paddle_mbnet.data import write_tiny_cifar10
+from paddle_mbnet.training import trainer
+from paddle_mbnet.training.config import load_config
+from paddle_mbnet.training.data import write_tiny_cifar10
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(ROOT, "notebooks", "mbnet_walkthrough.ipynb")
@@ -49,12 +49,15 @@ def test_notebook_runs_top_to_bottom_in_smoke_mode(monkeypatch):
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
+    """One epoch, then resumed for a second: the server must show both as one curve."""
     tmp = tmp_path_factory.mktemp("vdl")
     archive = write_tiny_cifar10(str(tmp / "cifar-10-python.tar.gz"), 80, 24)
-    cfg = load_config("configs/mbv2_cifar.yaml", [
-        f"DataLoader.data_file={archive}", f"Global.output_dir={tmp / 'run'}", "Global.epochs=2",
-        "DataLoader.batch_size=16", "DataLoader.val_size=16", "DataLoader.num_workers=0", "Arch.scale=0.25"])
-    trainer.main(cfg, progress=False)
+    overrides = [f"DataLoader.data_file={archive}", f"Global.output_dir={tmp / 'run'}", "Global.epochs=1",
+                 "DataLoader.batch_size=16", "DataLoader.val_size=16", "DataLoader.num_workers=0", "Arch.scale=0.25",
+                 "Global.eval_test=true"]
+    trainer.main(load_config(f"{ROOT}/configs/mbv2_cifar.yaml", overrides), progress=False)
+    resumed = overrides + ["Global.epochs=2", f"Global.resume={tmp / 'run'}"]
+    trainer.main(load_config(f"{ROOT}/configs/mbv2_cifar.yaml", resumed), progress=False)
     return str(tmp / "run")
 
 
@@ -95,7 +98,7 @@ def test_visualdl_server_serves_the_run(finished_run):
             history = json.load(f)
         query = urllib.parse.urlencode({"run": run, "tag": "val/acc"})
         points = _get(f"{base}/scalar/list?{query}")  # [wall time, step, value] per point
-        assert [p[1] for p in points] == [h["epoch"] for h in history]
+        assert [p[1] for p in points] == [h["epoch"] for h in history] == [1, 2]
         assert [p[2] for p in points] == pytest.approx([h["val_acc"] for h in history], abs=1e-6)
     finally:
         server.terminate()

@@ -4,7 +4,7 @@ import paddle
 import pytest
 
 import paddle_mbnet as pm
-from paddle_mbnet.layers import PointwiseConv2D, resolve_pointwise
+from paddle_mbnet.models.layers import PointwiseConv2D, resolve_pointwise
 
 
 @pytest.mark.parametrize("n, c_in, c_out, h, w",

@@ -7,6 +7,7 @@ import paddle.vision.models as pvm
 import pytest
 
 import paddle_mbnet as pm
+from paddle_mbnet.errors import CheckpointError
 
 
 def _randomize_bn(model):
@@ -61,15 +62,44 @@ def test_wrong_model_file_is_refused(tmp_path):
 def test_wrong_scale_names_the_tensor_and_the_fix(tmp_path):
     path = str(tmp_path / "v2_05.pdparams")
     paddle.save(pvm.MobileNetV2(scale=0.5).state_dict(), path)
-    with pytest.raises(ValueError, match="has shape .* in the file .*scale/num_classes"):
+    with pytest.raises(ValueError, match="has shape .* in the file .*with the scale the file was saved with"):
         pm.build_model("mobilenet_v2", pretrained=path, scale=1.0)
 
 
-def test_wrong_num_classes_is_refused(tmp_path):
-    path = str(tmp_path / "v1.pdparams")
-    paddle.save(pvm.MobileNetV1(num_classes=1000).state_dict(), path)
-    with pytest.raises(ValueError, match="does not fit"):
-        pm.build_model("mobilenet_v1", pretrained=path, num_classes=10)
+@pytest.mark.parametrize("name,ref_fn", [("mobilenet_v2", pvm.MobileNetV2), ("mobilenet_v1", pvm.MobileNetV1),
+                                         ("resnet18", pvm.resnet18)])
+def test_imagenet_weights_fine_tune_with_a_fresh_classifier(tmp_path, capsys, name, ref_fn):
+    """A 1000-class paddle.vision file into a 10-class model: every backbone tensor loads, the classifier is new."""
+    ref = ref_fn(num_classes=1000)
+    _randomize_bn(ref)
+    path = str(tmp_path / "imagenet.pdparams")
+    paddle.save(ref.state_dict(), path)
+    model = pm.build_model(name, pretrained=path, num_classes=10)
+    notice = capsys.readouterr().err.strip().splitlines()
+    assert len(notice) == 1 and "the classifier starts fresh" in notice[0] and ", 1000]" in notice[0]
+    ref_tensors, own = list(ref.state_dict().values()), model.state_dict()
+    classifier = [k for k, v in own.items() if 10 in v.shape and len(v.shape) <= 2 and v.shape[-1] == 10]
+    assert len(classifier) == 2  # weight [C, 10] and bias [10]
+    for (key, tensor), reference in zip(own.items(), ref_tensors):
+        if key not in classifier:
+            np.testing.assert_array_equal(tensor.numpy(), reference.numpy(), err_msg=key)
+
+
+def test_fine_tuning_from_the_config(tmp_path):
+    from paddle_mbnet.training import trainer
+    from paddle_mbnet.training.config import load_config
+    from paddle_mbnet.training.data import write_tiny_cifar10
+
+    path = str(tmp_path / "imagenet.pdparams")
+    paddle.save(pvm.MobileNetV2(num_classes=1000, scale=0.5).state_dict(), path)
+    archive = write_tiny_cifar10(str(tmp_path / "c.tar.gz"), 40, 16)
+    from helpers import ROOT
+
+    cfg = load_config(f"{ROOT}/configs/finetune224_mobilenet_v2.yaml", [
+        f"Arch.pretrained={path}", "Arch.scale=0.5", f"DataLoader.data_file={archive}", "DataLoader.image_size=32",
+        "DataLoader.val_size=8", "DataLoader.batch_size=8", "DataLoader.num_workers=0", "Global.epochs=1",
+        f"Global.output_dir={tmp_path / 'run'}", "Global.device=cpu"])
+    assert trainer.main(cfg, progress=False)["finished"]
 
 
 def test_shallow_cannot_take_full_weights(tmp_path):
@@ -80,7 +110,7 @@ def test_shallow_cannot_take_full_weights(tmp_path):
 
 
 def test_missing_and_corrupt_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(CheckpointError, match="does not exist"):
         pm.build_model("mobilenet_v2", pretrained=str(tmp_path / "nope.pdparams"))
     bad = tmp_path / "bad.pdparams"
     bad.write_bytes(b"\x00not a pickle at all" * 10)

@@ -8,9 +8,9 @@ import numpy as np
 import paddle
 import pytest
 
-from paddle_mbnet import trainer
-from paddle_mbnet.config import load_config
-from paddle_mbnet.data import DataError, build_datasets, write_tiny_cifar10
+from paddle_mbnet.training import trainer
+from paddle_mbnet.training.config import load_config
+from paddle_mbnet.training.data import DataError, build_datasets, write_tiny_cifar10
 from helpers import run_tool
 
 
@@ -22,7 +22,8 @@ def archive(tmp_path_factory):
 def _cfg(archive, out, epochs=2, **extra):
     overrides = [f"DataLoader.data_file={archive}", f"Global.output_dir={out}", f"Global.epochs={epochs}",
                  "DataLoader.batch_size=16", "DataLoader.val_size=16", "DataLoader.num_workers=0",
-                 "Arch.scale=0.25", "Global.device=cpu", "Optimizer.warmup_epochs=1"]
+                 "Arch.scale=0.25", "Global.device=cpu", "Optimizer.warmup_epochs=1",
+                 "Global.eval_test=true"]
     overrides += [f"{k.replace('__', '.')}={v}" for k, v in extra.items()]
     return load_config("configs/mbv2_cifar.yaml", overrides)
 

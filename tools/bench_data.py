@@ -13,7 +13,7 @@ import time
 
 import _bootstrap
 
-from paddle_mbnet.config import ConfigError, load_config
+from paddle_mbnet.training.config import ConfigError, load_config
 
 
 def main(argv=None):
@@ -28,21 +28,23 @@ def main(argv=None):
         cfg = load_config(args.config, args.override)
     except ConfigError as e:
         sys.exit(f"config error: {e}")
-    _bootstrap.set_threads(args.threads)
+    args.threads = _bootstrap.set_threads(args.threads)
     import numpy as np
     import paddle
 
-    from paddle_mbnet import trainer
-    from paddle_mbnet.benchmark import env_header, time_fn, train_step_fn
-    from paddle_mbnet.data import DataError, build_datasets
+    from paddle_mbnet.analysis.benchmark import env_header, time_fn, train_step_fn
+    from paddle_mbnet.errors import MbnetError
+    from paddle_mbnet.training import trainer
+    from paddle_mbnet.training.data import build_datasets
+    from paddle_mbnet.training.runtime import select_device
 
-    trainer.select_device(cfg["Global"]["device"])
+    select_device(cfg["Global"]["device"])
     paddle.base.core.set_num_threads(args.threads)
     print(env_header())
     dl = cfg["DataLoader"]
     try:
         train, val, test = build_datasets(dl, cfg["Global"]["seed"])
-    except DataError as e:
+    except MbnetError as e:
         sys.exit(f"error: {e}")
     loader, _, _ = trainer.build_loaders(cfg, train, val, test)
     loader.batch_sampler.set_epoch(0)

@@ -6,8 +6,10 @@ Two levels, both at batch 128 and 32x32 with small_input=True:
 - the operator alone: forward + backward (input and weight grads) of every depthwise
   layer of the network, our op vs F.conv2d(groups=C), summed over the layers;
 - a whole training step (Adam) of the network: "paddle" (paddle's kernels throughout), "custom"
-  (our depthwise op, paddle's 1x1 conv2d), "custom+auto" (our op, and 1x1 convs on maps of <= 16
-  pixels as one matmul: the CPU default) and the same architecture in PyTorch, if it imports.
+  (our depthwise op, paddle's 1x1 conv2d), "custom+auto" (our op, and
+  1x1 convs on maps of <= 16 pixels as one matmul: the CPU default) and the same architecture in
+  PyTorch, if it imports, in both memory formats (NCHW and channels_last), with the ratios.
+The header gives paddle's sgemm speed on this machine; each step also in GFLOP/s (6 x forward mult-adds).
 Each round times every paddle variant in turn (interleaved, so drift hits all alike) after
 warm-up; figures are medians over the rounds, with the spread. PyTorch is timed the same way
 in a child process, so that no paddle thread pool shares its process (two OpenMP runtimes in
@@ -23,7 +25,6 @@ import sys
 
 import _bootstrap
 
-
 STEP_VARIANTS = {"paddle": ("paddle", "paddle"), "custom": ("custom", "paddle"), "custom+auto": ("custom", "auto")}
 
 
@@ -37,26 +38,28 @@ def main(argv=None):
     p.add_argument("--skip-layers", action="store_true", help="time the whole training steps only")
     p.add_argument("--torch-only", action="store_true", help=argparse.SUPPRESS)  # the child process
     args = p.parse_args(argv)
-    _bootstrap.set_threads(args.threads)
+    args.threads = _bootstrap.set_threads(args.threads)
     if args.torch_only:
-        from paddle_mbnet.cpu_memory import keep_freed_memory
+        from paddle_mbnet.cpu.memory import keep_freed_memory
 
         keep_freed_memory()  # the same malloc setting as the paddle side
         steps = _torch_steps(args)
-        print(json.dumps({name: list(_interleaved({name: steps[name]}, args.steps)[name])
+        print(json.dumps({name: {label: list(times) for label, times in _interleaved(steps[name], args.steps).items()}
                           for name in args.models.split(",")}))
         return
     import numpy as np
     import paddle
 
     from paddle_mbnet import build_model
-    from paddle_mbnet.benchmark import env_header, train_step_fn
-    from paddle_mbnet.cpu_memory import keep_freed_memory
+    from paddle_mbnet.analysis.benchmark import env_header, train_step_fn
+    from paddle_mbnet.cpu.memory import keep_freed_memory
 
     paddle.set_device("cpu")
     paddle.base.core.set_num_threads(args.threads)
     keep_freed_memory()  # as tools/train.py does on CPU; PADDLE_MBNET_MALLOC=default to compare without
     print(env_header())
+    print(f"sgemm: paddle.matmul 2048x2048 float32 at {_sgemm_gflops(args.threads):.1f} GFLOP/s "
+          f"({args.threads} threads); training GFLOP/s below = img/s x 6 x forward mult-adds")
     for name in [] if args.skip_layers else args.models.split(","):
         _bench_layers(name, args)
     print(f"training step, batch {args.batch}, 32x32, small_input=True, Adam; median of {args.steps} rounds")
@@ -67,27 +70,51 @@ def main(argv=None):
             model = build_model(name, num_classes=10, small_input=True, depthwise=dw, pointwise=pw)
             variants[label] = train_step_fn(model, args.batch, 32)
         times = _interleaved(variants, args.steps)
-        if name in torch_times:
-            times["torch"] = np.array(torch_times[name])
-        ips = {k: args.batch / np.median(v) for k, v in times.items()}
-        for k, v in times.items():
-            v = np.array(v) * 1000
-            print(f"{name:13s} {k:11s} {ips[k]:7.1f} img/s  {np.median(v):8.1f} ms/step  "
-                  f"(min {v.min():.1f}, max {v.max():.1f})")
-        best = "custom+auto"
-        print(f"{name:13s} speed-up over paddle: custom {ips['custom'] / ips['paddle']:.2f}x, "
-              f"{best} {ips[best] / ips['paddle']:.2f}x; "
-              + (f"{best}/torch {ips[best] / ips['torch']:.2f}x" if "torch" in ips else "no PyTorch figure"))
+        times.update({label: np.array(v) for label, v in torch_times.get(name, {}).items()})
+        _report_step(name, times, args, _train_gflop_per_image(name))
     if args.profile:
         for name in args.models.split(","):
             _profile_step(name, args)
+
+
+def _train_gflop_per_image(name):
+    """Training FLOPs of one 32x32 image: forward mult-adds x 2 FLOPs x 3 (forward, input and weight gradients)."""
+    from paddle_mbnet import build_model, complexity
+
+    return complexity(build_model(name, num_classes=10, small_input=True), (3, 32, 32)).macs * 6 / 1e9
+
+
+def _report_step(name, times, args, gflop_per_image):
+    import numpy as np
+
+    ips = {k: args.batch / np.median(v) for k, v in times.items()}
+    for k, v in times.items():
+        ms = np.array(v) * 1000
+        print(f"{name:13s} {k:22s} {ips[k]:7.1f} img/s  {ips[k] * gflop_per_image:6.1f} GFLOP/s  "
+              f"{np.median(ms):8.1f} ms/step  (min {ms.min():.1f}, max {ms.max():.1f})")
+    best = "custom+auto"
+    ratios = [f"custom {ips['custom'] / ips['paddle']:.2f}x and {best} {ips[best] / ips['paddle']:.2f}x paddle"]
+    ratios += [f"{best} / {k} {ips[best] / ips[k]:.2f}x" for k in ips if k.startswith("torch")]
+    print(f"{name:13s} {'; '.join(ratios)}" + ("" if "torch NCHW" in ips else "; no PyTorch figure"))
+
+
+def _sgemm_gflops(threads, size=2048, repeats=5):
+    """paddle.matmul of two size x size float32 matrices: the GEMM speed this machine gives paddle."""
+    import numpy as np
+    import paddle
+
+    from paddle_mbnet.analysis.benchmark import time_fn
+
+    a, b = paddle.randn([size, size]), paddle.randn([size, size])
+    seconds = float(np.median(time_fn(lambda: paddle.matmul(a, b).numpy(), warmup=1, repeats=repeats)))
+    return 2 * size ** 3 / seconds / 1e9
 
 
 def _interleaved(variants, steps, warmup=2):
     """{variant: np.array of seconds}: warm-up each, then ``steps`` rounds timing every variant once."""
     import numpy as np
 
-    from paddle_mbnet.benchmark import time_fn
+    from paddle_mbnet.analysis.benchmark import time_fn
 
     for fn in variants.values():
         time_fn(fn, warmup=warmup, repeats=0)
@@ -105,7 +132,7 @@ def _bench_layers(name, args):
     import paddle.nn.functional as F
 
     from paddle_mbnet import build_model
-    from paddle_mbnet.ops import depthwise_conv2d
+    from paddle_mbnet.cpu.ops import depthwise_conv2d
 
     shapes = []
     model = build_model(name, num_classes=10, small_input=True, depthwise="paddle")
@@ -154,8 +181,8 @@ def _profile_step(name, args, steps=3):
     import paddle.profiler as profiler
 
     from paddle_mbnet import build_model
-    from paddle_mbnet.benchmark import train_step_fn
-    from paddle_mbnet.layers import DepthwiseConv2D
+    from paddle_mbnet.analysis.benchmark import train_step_fn
+    from paddle_mbnet.models.layers import DepthwiseConv2D
 
     model = build_model(name, num_classes=10, small_input=True, depthwise="custom", pointwise="auto")
     events = []
@@ -185,7 +212,8 @@ def _profile_step(name, args, steps=3):
 
 
 def _torch_in_own_process(argv):
-    """{model: seconds per round} of the PyTorch versions, timed by a child process ({} without torch)."""
+    """{model: {"torch NCHW" | "torch channels_last": seconds per round}}, timed by a child process in both memory
+    formats ({} without torch)."""
     argv = [a for a in (sys.argv[1:] if argv is None else argv) if a not in ("--profile", "--skip-layers")]
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--torch-only"],
                           capture_output=True, text=True)
@@ -203,7 +231,7 @@ def _torch_steps(args):
     except ImportError:
         sys.exit("torch is not installed (optional: pip install torch==2.13.0 for the comparison)")
     torch.set_num_threads(args.threads)
-    from paddle_mbnet.layers import make_divisible
+    from paddle_mbnet.models.layers import make_divisible
     from paddle_mbnet.models.mobilenet_v1 import DEPTHWISE_SEPARABLE_SETTING
     from paddle_mbnet.models.mobilenet_v2 import INVERTED_RESIDUAL_SETTING
 
@@ -240,9 +268,11 @@ def _torch_steps(args):
         layers += cba(c_in, 1280, act=nn.ReLU6)
         return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(1280, 10))
 
-    def step_fn(model):
+    def step_fn(model, memory_format=torch.contiguous_format):
+        model = model.to(memory_format=memory_format)
         opt = torch.optim.Adam(model.parameters())
-        x, y = torch.randn(args.batch, 3, 32, 32), torch.randint(0, 10, (args.batch,))
+        x = torch.randn(args.batch, 3, 32, 32).contiguous(memory_format=memory_format)
+        y = torch.randint(0, 10, (args.batch,))
 
         def step():
             loss = nn.functional.cross_entropy(model(x), y)
@@ -252,7 +282,8 @@ def _torch_steps(args):
 
         return step
 
-    return {"mobilenet_v1": step_fn(v1()), "mobilenet_v2": step_fn(v2())}
+    return {name: {"torch NCHW": step_fn(build()), "torch channels_last": step_fn(build(), torch.channels_last)}
+            for name, build in (("mobilenet_v1", v1), ("mobilenet_v2", v2))}
 
 
 if __name__ == "__main__":

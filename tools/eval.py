@@ -19,22 +19,23 @@ def main(argv=None):
     p.add_argument("-o", "--override", action="append", default=[], metavar="Section.key=value")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = default)")
     args = p.parse_args(argv)
-    _bootstrap.set_threads(args.threads)
+    args.threads = _bootstrap.set_threads(args.threads)
     import numpy as np
     from paddle.io import DataLoader
 
-    from paddle_mbnet import trainer
-    from paddle_mbnet.config import ConfigError
-    from paddle_mbnet.data import CLASSES, DataError, build_transform, load_cifar10, CifarSplit
+    from paddle_mbnet.errors import MbnetError
+    from paddle_mbnet.training import trainer
+    from paddle_mbnet.training.data import CLASSES, CifarSplit, load_cifar10
+    from paddle_mbnet.training.runtime import select_device
 
     try:
         cfg, model, ckpt = trainer.load_run(args.run, args.override)
         dl = cfg["DataLoader"]
         base = load_cifar10(dl["data_file"], "test")
-    except (trainer.CheckpointError, ConfigError, DataError, ValueError) as e:
+        select_device(cfg["Global"]["device"])
+    except MbnetError as e:
         sys.exit(f"error: {e}")
-    trainer.select_device(cfg["Global"]["device"])
-    test = CifarSplit(base, np.arange(len(base)), build_transform(dl["image_size"], dl["normalize"], train=False))
+    test = CifarSplit(base, np.arange(len(base)), dl["image_size"], dl["normalize"])
     loader = DataLoader(test, batch_size=dl["batch_size"], shuffle=False, num_workers=dl["num_workers"])
     r = trainer.evaluate(model, loader, return_predictions=True)
     k = cfg["Arch"]["num_classes"]

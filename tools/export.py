@@ -9,8 +9,6 @@ import argparse
 import os
 import sys
 
-import _bootstrap
-
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -21,11 +19,13 @@ def main(argv=None):
     import numpy as np
     import paddle
 
-    from paddle_mbnet import deploy, trainer
+    from paddle_mbnet import deploy
+    from paddle_mbnet.errors import MbnetError
+    from paddle_mbnet.training import trainer
 
     try:
         cfg, model, ckpt = trainer.load_run(args.run)
-    except trainer.CheckpointError as e:
+    except MbnetError as e:
         sys.exit(f"error: {e}")
     size = cfg["DataLoader"]["image_size"]
     out = args.out or os.path.join(os.path.dirname(ckpt["path"]), "inference")

@@ -6,8 +6,6 @@
 import argparse
 import sys
 
-import _bootstrap
-
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -20,22 +18,21 @@ def main(argv=None):
     args = p.parse_args(argv)
     if not args.images and not args.cifar_test:
         p.error("give image files or --cifar-test N")
-    from paddle_mbnet import trainer
-    from paddle_mbnet.data import DataError
-    from paddle_mbnet.predict import (cifar_test_items, class_names, load_images, predict, prediction_figure,
-                                      topk_lines)
+    from paddle_mbnet.errors import MbnetError
+    from paddle_mbnet.predict import cifar_test_items, class_names, load_images, predict, prediction_figure, topk_lines
+    from paddle_mbnet.training import trainer
 
     try:
         cfg, model, _ = trainer.load_run(args.run, args.override)
         items = load_images(args.images)
         items += cifar_test_items(cfg["DataLoader"]["data_file"], args.cifar_test) if args.cifar_test else []
-    except (trainer.CheckpointError, DataError, OSError) as e:
+    except MbnetError as e:
         sys.exit(f"error: {e}")
     names = class_names(cfg["Arch"]["num_classes"])
     probs = predict(model, items, cfg["DataLoader"]["image_size"], cfg["DataLoader"]["normalize"])
     print("\n".join(topk_lines(items, probs, names, args.topk)))
     if args.figure:
-        prediction_figure(items, probs, names).savefig(args.figure, dpi=100)
+        prediction_figure(items, probs, names, title=f"predictions of {args.run}").savefig(args.figure, dpi=100)
         print(f"figure saved to {args.figure}")
 
 

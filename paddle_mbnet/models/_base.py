@@ -6,19 +6,20 @@ import numbers
 import paddle
 from paddle import nn
 
-from ..layers import check_depthwise, check_input, check_pointwise, resolve_depthwise, resolve_pointwise
+from ..errors import ArgumentError
+from .layers import check_depthwise, check_input, check_pointwise, resolve_depthwise, resolve_pointwise
 
 
 def check_table(rows, header: str, name: str) -> None:
     """Fail loudly on a malformed architecture table, showing the bad row."""
     width = len(header.split(","))
     if not rows:
-        raise ValueError(f"{name}: the architecture table is empty")
+        raise ArgumentError(f"{name}: the architecture table is empty")
     for row in rows:
         if len(row) != width or not all(isinstance(v, numbers.Integral) and v > 0 for v in row):
-            raise ValueError(f"{name}: table row {row!r} must be {width} positive integers ({header})")
+            raise ArgumentError(f"{name}: table row {row!r} must be {width} positive integers ({header})")
         if row[-1] not in (1, 2):
-            raise ValueError(f"{name}: table row {row!r} has stride {row[-1]}; strides are 1 or 2")
+            raise ArgumentError(f"{name}: table row {row!r} has stride {row[-1]}; strides are 1 or 2")
 
 
 class MobileNetBase(nn.Layer):
@@ -27,10 +28,10 @@ class MobileNetBase(nn.Layer):
     def __init__(self, scale, num_classes, with_pool, depthwise, pointwise):
         super().__init__()
         if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not scale > 0:
-            raise ValueError(f"scale (width multiplier) must be a number > 0, got {scale!r}; "
+            raise ArgumentError(f"scale (width multiplier) must be a number > 0, got {scale!r}; "
                              f"the papers use 1.0, 0.75, 0.5, 0.25")
         if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 0:
-            raise ValueError(f"num_classes must be an integer >= 0 (0 drops the classifier), got {num_classes!r}")
+            raise ArgumentError(f"num_classes must be an integer >= 0 (0 drops the classifier), got {num_classes!r}")
         self.scale = float(scale)
         self.num_classes = int(num_classes)
         self.with_pool = with_pool

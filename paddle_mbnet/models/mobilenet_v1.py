@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from paddle import nn
 
-from ..layers import ConvBNAct
+from ..errors import ArgumentError
 from ._base import MobileNetBase, check_table
+from .layers import ConvBNAct
 
 STEM_CHANNELS = 32
 
@@ -68,7 +69,7 @@ class MobileNetV1(MobileNetBase):
         def width(c):
             w = int(c * self.scale)
             if w < 1:
-                raise ValueError(f"scale={scale} leaves a {c}-channel layer with {w} channels; use a larger scale")
+                raise ArgumentError(f"scale={scale} leaves a {c}-channel layer with {w} channels; use a larger scale")
             return w
 
         stem_stride = 1 if small_input else 2  # NOTE: CIFAR: keep 32x32 inputs from shrinking to 1x1

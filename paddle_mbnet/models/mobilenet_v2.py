@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from paddle import nn
 
-from ..layers import ConvBNAct, make_divisible
 from ._base import MobileNetBase, check_table
+from .layers import ConvBNAct, make_divisible
 
 STEM_CHANNELS = 32
 LAST_CHANNELS = 1280

@@ -9,8 +9,9 @@ import time
 import numpy as np
 import paddle
 
-from . import cpu_blas, cpu_memory
-from .trainer import synchronize
+from ..cpu import blas as cpu_blas
+from ..cpu import memory as cpu_memory
+from ..training.runtime import synchronize
 
 
 def env_header() -> str:

@@ -4,8 +4,7 @@ Sections follow PaddleClas (Global, Arch, Optimizer, DataLoader). Every key has
 a default and a type here; a YAML file holds only what differs. Unknown keys
 and values of the wrong type are errors naming the key and the valid choices.
 Override values are parsed as YAML scalars (``yaml.safe_load``), never eval'ed.
-This module imports no paddle, so tools can read the thread count before paddle
-starts its thread pools.
+This module imports no paddle itself.
 """
 from __future__ import annotations
 
@@ -14,13 +13,17 @@ import os
 
 import yaml
 
+from ..errors import ConfigError
+
 SCHEMA: dict[str, dict] = {
     "Global": {
         "output_dir": "output/mbv1_cifar",
         "epochs": 60,
+        "max_steps": 0,  # stop after this many optimizer steps (a budget); 0 = all epochs
         "seed": 42,
         "device": "auto",  # cpu | gpu | auto (gpu when paddle sees one)
         "resume": "",  # run dir or checkpoint file to continue from
+        "overwrite": False,  # replace a finished or stopped run in output_dir instead of refusing
         "num_threads": 0,  # CPU threads for paddle and OpenMP; 0 = every core this process may use
         "amp": False,  # mixed precision (GPU only)
         "to_static": False,  # paddle.jit.to_static for the training step
@@ -73,13 +76,33 @@ CHOICES = {
 }
 
 
+# Bounds of numeric keys: (lowest, highest, whether the lowest itself is allowed); None = unbounded.
+RANGES = {
+    ("Global", "epochs"): (1, None, True), ("Global", "max_steps"): (0, None, True),
+    ("Global", "num_threads"): (0, None, True),
+    ("Global", "log_interval"): (1, None, True), ("Global", "ema_decay"): (0.0, 1.0, True),
+    ("Arch", "num_classes"): (1, None, True), ("Arch", "scale"): (0.0, None, False),
+    ("Optimizer", "lr"): (0.0, None, False), ("Optimizer", "weight_decay"): (0.0, None, True),
+    ("Optimizer", "momentum"): (0.0, 1.0, True), ("Optimizer", "warmup_epochs"): (0.0, None, True),
+    ("Optimizer", "step_size"): (1, None, True), ("Optimizer", "gamma"): (0.0, None, False),
+    ("Optimizer", "label_smoothing"): (0.0, 1.0, True), ("DataLoader", "batch_size"): (1, None, True),
+    ("DataLoader", "num_workers"): (0, None, True), ("DataLoader", "image_size"): (1, None, True),
+    ("DataLoader", "val_size"): (0, None, True), ("DataLoader", "train_size"): (0, None, True),
+    ("DataLoader", "test_size"): (0, None, True),
+}
+
+
 # What each key means, for the README's config reference (reference_table() below; a test keeps them in sync).
 HELP = {
     "Global.output_dir": "run directory: config.yaml, checkpoints, metrics.json, curves.png, vdl/",
     "Global.epochs": "epochs to train",
+    "Global.max_steps": "end the run after this many optimizer steps, the last epoch partly trained, with the "
+                        "schedule reaching 0 there (a compute budget; `tools/compare.py --train-minutes`); 0 = off",
     "Global.seed": "seeds init, shuffling, augmentation and the validation split",
     "Global.device": "`cpu`, `gpu` or `auto` (the GPU when paddle sees one)",
-    "Global.resume": "run directory or checkpoint to continue from (exactly, at epoch boundaries)",
+    "Global.resume": "run directory or checkpoint to continue, with the config saved in it; only overrides that "
+                     "keep the run what it was apply (e.g. more `Global.epochs`), others are refused",
+    "Global.overwrite": "replace the run already in `output_dir` (otherwise a new run there is refused)",
     "Global.num_threads": "CPU threads for paddle and OpenMP; 0 = every core the process may use",
     "Global.amp": "mixed precision with `paddle.amp` (GPU only; a notice and float32 on CPU)",
     "Global.to_static": "run the model through `paddle.jit.to_static`",
@@ -98,7 +121,8 @@ HELP = {
     "Arch.depthwise": "`auto`, `custom` (our CPU operator) or `paddle` (`nn.Conv2D(groups=C)`)",
     "Arch.pointwise": "1x1 convs: `auto` (on CPU `matmul` for maps of <= 16 pixels, else `paddle`; `paddle` on "
                       "GPU), `matmul` (one GEMM over all pixels) or `paddle` (`nn.Conv2D`)",
-    "Arch.pretrained": "a .pdparams file (ours, paddle.vision's or a checkpoint); empty = random init",
+    "Arch.pretrained": "a .pdparams file (ours, paddle.vision's or a checkpoint) or `imagenet` (Paddle's official "
+                       "weights); a classifier of another width starts fresh (fine-tuning); empty = random init",
     "Optimizer.name": "`Adam`, `AdamW` or `Momentum`",
     "Optimizer.lr": "peak learning rate",
     "Optimizer.weight_decay": "L2 decay (Adam, Momentum) or decoupled decay (AdamW)",
@@ -135,16 +159,12 @@ def resolve_threads(requested: int) -> int:
 
 
 def reference_table() -> str:
-    """The README's config reference: every key, its default and meaning."""
+    """The config reference of docs/config.md: every key, its default and meaning."""
     rows = ["| key | default | meaning |", "|---|---|---|"]
     for section, values in SCHEMA.items():
         for key, default in values.items():
             rows.append(f"| `{section}.{key}` | `{default!r}` | {HELP[f'{section}.{key}']} |")
     return "\n".join(rows)
-
-
-class ConfigError(ValueError):
-    pass
 
 
 def _check_value(section: str, key: str, value):
@@ -165,7 +185,19 @@ def _check_value(section: str, key: str, value):
     choices = CHOICES.get((section, key))
     if choices and value not in choices:
         raise ConfigError(f"{section}.{key}={value!r} is not one of {', '.join(map(repr, choices))}")
+    _check_range(section, key, value)
     return value
+
+
+def _check_range(section: str, key: str, value) -> None:
+    if (section, key) not in RANGES:
+        return
+    low, high, low_allowed = RANGES[(section, key)]
+    too_low = value < low or (value == low and not low_allowed)
+    too_high = high is not None and value >= high
+    if too_low or too_high or value != value:  # value != value: NaN
+        bounds = f"{'>=' if low_allowed else '>'} {low}" + (f" and < {high}" if high is not None else "")
+        raise ConfigError(f"{section}.{key}={value!r} is out of range: it must be {bounds}")
 
 
 def _merge(cfg: dict, updates: dict, origin: str) -> None:
@@ -226,6 +258,69 @@ def apply_overrides(cfg: dict, overrides=()) -> dict:
     return cfg
 
 
+# Keys a resumed run may change: they do not change what is trained (only how long, where the archive now lies,
+# how it is computed or reported). Everything else must equal the run's saved config.
+SAFE_ON_RESUME = ("Global.epochs", "Global.resume", "Global.overwrite", "Global.output_dir", "Global.device",
+                  "Global.num_threads", "Global.log_interval", "Global.eval_test", "Global.eval_tta",
+                  "Global.to_static", "Arch.depthwise", "Arch.pointwise", "DataLoader.data_file",
+                  "DataLoader.num_workers")
+
+
+def changed_keys(before: dict, after: dict) -> list[str]:
+    """``Section.key`` names whose values differ between two resolved configs."""
+    return [f"{section}.{key}" for section, values in SCHEMA.items() for key in values
+            if before.get(section, {}).get(key, values[key]) != after.get(section, {}).get(key, values[key])]
+
+
+def check_resumable(saved: dict, requested: dict) -> list[str]:
+    """The safe keys ``requested`` changes; refuses (naming them) keys that would change what the run trains."""
+    changed = changed_keys(apply_overrides(copy.deepcopy(saved)), requested)
+    unsafe = [key for key in changed if key not in SAFE_ON_RESUME]
+    if unsafe:
+        raise ConfigError(f"resuming with {', '.join(unsafe)} changed from the run's saved config would train "
+                          f"another run; resume with the saved values (leave out -c and those -o), or start a new "
+                          f"run in another Global.output_dir")
+    return changed
+
+
+def run_dir_of(resume: str) -> str:
+    """The run directory of ``Global.resume`` (a run directory, or a checkpoint file inside one)."""
+    resume = os.path.expanduser(resume)
+    return resume if os.path.isdir(resume) else os.path.dirname(os.path.abspath(resume))
+
+
+def load_resume_config(resume: str, overrides=()) -> dict:
+    """The config to continue run ``resume`` with: the one saved in it, then ``overrides``."""
+    path = os.path.join(run_dir_of(resume), "config.yaml")
+    if not os.path.isfile(path):
+        raise ConfigError(f"{resume!r} holds no config.yaml; pass the directory of a run written by tools/train.py "
+                          f"(or give its config with -c)")
+    cfg = load_config(path, overrides)
+    cfg["Global"]["output_dir"] = run_dir_of(resume)
+    cfg["Global"]["resume"] = resume
+    return cfg
+
+
 def save_config(cfg: dict, path: str) -> None:
     with open(path, "w") as f:
         yaml.safe_dump(cfg, f, sort_keys=False)
+
+
+def reference_doc() -> str:
+    """docs/config.md, generated: ``python -m paddle_mbnet.training.config > docs/config.md``."""
+    return f"""# Config reference
+
+Generated by `python -m paddle_mbnet.training.config > docs/config.md` from the schema in
+`paddle_mbnet/training/config.py`; a test keeps the two equal.
+
+Values come from the schema defaults below, then the YAML file given with `-c`, then each
+`-o Section.key=value` (parsed as a YAML scalar, never `eval`ed). A config file holds only what differs
+from these defaults. Unknown keys, wrong types and values outside a key's choices are refused with one
+line naming the key. A run saves the resolved config as `config.yaml` in its output directory.
+
+{reference_table()}
+"""
+
+
+if __name__ == "__main__":
+    print(reference_doc(), end="")

@@ -1,11 +1,19 @@
 """Building blocks shared by our MobileNetV1 and MobileNetV2."""
 from __future__ import annotations
 
+import warnings
+
 import paddle
 from paddle import nn
 
+from ..errors import ArgumentError
+
 DEPTHWISE_IMPLS = ("auto", "paddle", "custom")
 POINTWISE_IMPLS = ("auto", "paddle", "matmul")
+
+# paddle's BatchNorm warns "When training, we now always track global mean and variance" on training forwards,
+# again after every evaluation; it describes paddle's documented behaviour and asks nothing of the caller.
+warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")
 
 
 def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -26,7 +34,8 @@ def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> 
 
 def _check_impl(kind: str, value: str, choices) -> str:
     if value not in choices:
-        raise ValueError(f"{kind}={value!r} is not a {kind} implementation; use one of {', '.join(map(repr, choices))}")
+        raise ArgumentError(f"{kind}={value!r} is not a {kind} implementation; "
+                            f"use one of {', '.join(map(repr, choices))}")
     return value
 
 
@@ -47,7 +56,7 @@ def resolve_depthwise(depthwise: str) -> str:
     check_depthwise(depthwise)
     if depthwise == "paddle":
         return "paddle"
-    from .ops import custom_depthwise_available
+    from ..cpu.ops import custom_depthwise_available
 
     if depthwise == "custom":
         custom_depthwise_available(required=True)
@@ -83,7 +92,7 @@ class DepthwiseConv2D(nn.Conv2D):
         # Static graphs (jit.to_static / export) always take paddle's kernel, so
         # exported inference models carry no custom operator and stay portable.
         if self.impl == "custom" and paddle.in_dynamic_mode() and x.place.is_cpu_place():
-            from .ops import depthwise_conv2d
+            from ..cpu.ops import depthwise_conv2d
 
             return depthwise_conv2d(x, self.weight, stride=self._dw_stride, padding=self._dw_padding)
         return super().forward(x)
@@ -94,10 +103,9 @@ class PointwiseConv2D(nn.Conv2D):
 
     Why: paddle's CPU conv2d runs one GEMM per sample (``[C_out, C_in] @ [C_in, H*W]``), which on
     the late 4x4 and 2x2 maps of a CIFAR MobileNet is tiny, and sums N such products for the weight
-    gradient (a 1024 -> 1024 layer on 2x2 maps took 165 ms forward + backward at batch 128, 24 ms
-    as one matmul, in one-off timings). Viewed as ``[N*H*W, C_in] @ [C_in, C_out]`` the layer is one large GEMM forward
-    and two backward (paddle's matmul and its autograd), at the price of copies to and from NHWC,
-    which cost more than they save from 8x8 maps up (all measured on the project's 2-core CPU).
+    gradient. Viewed as ``[N*H*W, C_in] @ [C_in, C_out]`` the layer is one large GEMM forward and two
+    backward (paddle's matmul and its autograd), at the price of copies to and from NHWC, which cost
+    more than they save from 8x8 maps up (docs/performance.md).
     ``impl``: "paddle" = conv2d; "matmul" = always the matrix product; "auto" = the matrix product
     on maps of at most ``MATMUL_MAX_PIXELS`` pixels. Parameters keep the ``nn.Conv2D`` layout.
     """
@@ -115,7 +123,7 @@ class PointwiseConv2D(nn.Conv2D):
                 self.impl == "matmul" or (self.impl == "auto" and h * w <= self.MATMUL_MAX_PIXELS)):
             rows = x.transpose([0, 2, 3, 1]).reshape([-1, self._in_channels])
             y = paddle.matmul(rows, self.weight.reshape([self._out_channels, self._in_channels]), transpose_y=True)
-            # transpose is a strided view in paddle; BN and the next layers ran slowly on it (V2 step -13 %)
+            # transpose is a strided view in paddle, and BN and the next layers run slowly on one
             return y.reshape([n, h, w, self._out_channels]).transpose([0, 3, 1, 2]).contiguous()
         return super().forward(x)
 
@@ -145,15 +153,15 @@ def check_input(x, min_size: int, model_name: str, hint: str = "") -> None:
     """Turn wrong inputs into an error that says what to pass, before a conv fails obscurely."""
     shape = list(x.shape)
     if len(shape) != 4:
-        raise ValueError(
+        raise ArgumentError(
             f"{model_name} expects a 4-D NCHW batch [N, 3, H, W], got shape {shape}; "
             f"add a batch axis with x.unsqueeze(0) for a single image")
     if shape[1] >= 0 and shape[1] != 3:
-        raise ValueError(
+        raise ArgumentError(
             f"{model_name} expects 3 input channels (RGB, NCHW layout), got shape {shape}; "
             f"convert grayscale/RGBA images to RGB, or transpose NHWC to NCHW")
     h, w = shape[2], shape[3]
     if 0 <= min(h, w) < min_size:
-        raise ValueError(
+        raise ArgumentError(
             f"{model_name}: input {h}x{w} is smaller than the network's total stride "
             f"({min_size}); feed at least {min_size}x{min_size} images{hint}")

@@ -17,7 +17,8 @@ import paddle
 from paddle import nn
 
 LAYER_TYPES = ("conv1x1", "conv_dw", "conv_full", "fc")
-LAYER_TYPE_NAMES = {"conv1x1": "Conv 1x1", "conv_dw": "Conv DW", "conv_full": "Conv (full, kxk)", "fc": "Fully connected"}
+LAYER_TYPE_NAMES = {"conv1x1": "Conv 1x1", "conv_dw": "Conv DW", "conv_full": "Conv (full, kxk)",
+                    "fc": "Fully connected"}
 
 
 def _layer_type(layer) -> str:
@@ -57,25 +58,13 @@ def complexity(model: nn.Layer, input_shape=(3, 224, 224)) -> Complexity:
     counts = {t: {"macs": 0, "params": 0} for t in LAYER_TYPES}
 
     def hook(layer, inputs, output):
-        t = _layer_type(layer)
-        w = layer.weight
-        if t == "fc":
-            macs = int(np.prod(output.shape[1:])) * w.shape[0]
-        else:  # each output element costs (C_in / groups) * k_h * k_w multiply-adds
-            macs = int(np.prod(output.shape[1:])) * int(np.prod(w.shape[1:]))
-        counts[t]["macs"] += macs
-        counts[t]["params"] += int(np.prod(w.shape)) + (int(np.prod(layer.bias.shape)) if layer.bias is not None else 0)
+        kind, weight = _layer_type(layer), layer.weight
+        counts[kind]["macs"] += _macs(layer, output)
+        counts[kind]["params"] += int(np.prod(weight.shape)) + (
+            int(np.prod(layer.bias.shape)) if layer.bias is not None else 0)
 
-    handles = [m.register_forward_post_hook(hook) for m in model.sublayers() if isinstance(m, (nn.Conv2D, nn.Linear))]
-    was_training = model.training
-    model.eval()
-    try:
-        with paddle.no_grad():
-            model(paddle.zeros([1, *input_shape], dtype="float32"))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    _forward_with_hooks(model, [m for m in model.sublayers() if isinstance(m, (nn.Conv2D, nn.Linear))], hook,
+                        input_shape)
     macs = sum(d["macs"] for d in counts.values())
     params_conv_fc = sum(d["params"] for d in counts.values())
     for d in counts.values():
@@ -89,7 +78,7 @@ def paddle_flops(model: nn.Layer, input_shape=(3, 224, 224)) -> int:
     """``paddle.flops`` for one image: conv/FC multiply-adds plus BN, activations and pooling."""
     from paddle.hapi.dynamic_flops import count_convNd
 
-    from .layers import DepthwiseConv2D, PointwiseConv2D
+    from ..models.layers import DepthwiseConv2D, PointwiseConv2D
 
     was_training = model.training
     model.eval()
@@ -100,4 +89,48 @@ def paddle_flops(model: nn.Layer, input_shape=(3, 224, 224)) -> int:
             ours = {DepthwiseConv2D: count_convNd, PointwiseConv2D: count_convNd}
             return int(paddle.flops(model, [1, *input_shape], custom_ops=ours, print_detail=False))
     finally:
+        model.train(was_training)
+
+
+@dataclass
+class LayerRow:
+    name: str
+    kind: str  # the layer's class name
+    output_shape: list
+    params: int
+    macs: int | None  # conv and FC layers only, as the papers count
+
+
+def layer_rows(model: nn.Layer, input_shape=(3, 224, 224)) -> list[LayerRow]:
+    """One row per leaf layer, in execution order: output shape, own parameters, multiply-adds."""
+    rows = []
+
+    def hook(layer, inputs, output):
+        params = sum(int(np.prod(p.shape)) for p in layer.parameters(include_sublayers=False) if not p.stop_gradient)
+        macs = _macs(layer, output) if isinstance(layer, (nn.Conv2D, nn.Linear)) else None
+        rows.append(LayerRow(names[id(layer)], type(layer).__name__, list(output.shape[1:]), params, macs))
+
+    names = {id(layer): name for name, layer in model.named_sublayers()}
+    _forward_with_hooks(model, [layer for layer in model.sublayers() if not layer.sublayers()], hook, input_shape)
+    return rows
+
+
+def _macs(layer, output) -> int:
+    """Multiply-adds of a conv or FC layer for one image: each output element costs (C_in / groups) * k_h * k_w
+    (conv) or in_features (FC)."""
+    per_output = layer.weight.shape[0] if isinstance(layer, nn.Linear) else int(np.prod(layer.weight.shape[1:]))
+    return int(np.prod(output.shape[1:])) * per_output
+
+
+def _forward_with_hooks(model, layers, hook, input_shape) -> None:
+    """One eval-mode forward of a zero image with ``hook`` on ``layers``; the model's mode is restored."""
+    handles = [layer.register_forward_post_hook(hook) for layer in layers]
+    was_training = model.training
+    model.eval()
+    try:
+        with paddle.no_grad():
+            model(paddle.zeros([1, *input_shape], dtype="float32"))
+    finally:
+        for handle in handles:
+            handle.remove()
         model.train(was_training)

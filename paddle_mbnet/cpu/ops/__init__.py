@@ -2,7 +2,7 @@
 
 It is compiled with ``paddle.utils.cpp_extension.load`` on first use and cached
 under ``$PADDLE_MBNET_CACHE`` (default ``~/.cache/paddle_mbnet/ops``), keyed by
-the source, the paddle version and the CPU, so later runs only load the .so.
+the sources, the paddle version and the CPU, so later runs only load the .so.
 It links the OpenMP runtime paddle itself uses (see ``_openmp_ldflags``).
 Forward and backward match ``F.conv2d(groups=C)``; use it through the models'
 ``depthwise`` keyword ("custom", or "auto" = this op on CPU when it builds).
@@ -22,7 +22,10 @@ import warnings
 
 import paddle
 
-_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "depthwise_conv2d.cc")
+from ...errors import ArgumentError
+
+_SOURCES = [os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
+            for name in ("depthwise_conv2d.cc",)]
 _lock = threading.Lock()
 _state: dict = {}
 
@@ -36,30 +39,43 @@ def _cpu_model() -> str:
 
 
 def _build_dir() -> str:
-    with open(_SRC, "rb") as f:
-        key = hashlib.sha1(f.read() + paddle.__version__.encode() + _cpu_model().encode()
-                           + sys.version.encode()).hexdigest()[:12]
+    digest = hashlib.sha1(paddle.__version__.encode() + _cpu_model().encode() + sys.version.encode())
+    for source in _SOURCES:
+        with open(source, "rb") as f:
+            digest.update(f.read())
+    key = digest.hexdigest()[:12]
     root = os.environ.get("PADDLE_MBNET_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "paddle_mbnet"))
     return os.path.join(root, "ops", f"depthwise_{key}")
 
 
 @contextlib.contextmanager
-def _quiet_logging():
+def _quiet_build():
+    """paddle's ``load`` logs at INFO, warns, and runs a Python child that imports paddle, which warns about
+    ccache and about an OMP_NUM_THREADS above 1: silence all of it for the load only."""
+    saved = {key: os.environ.get(key) for key in ("PYTHONWARNINGS", "OMP_NUM_THREADS")}
+    os.environ["PYTHONWARNINGS"] = "ignore"
+    os.environ.pop("OMP_NUM_THREADS", None)
     logging.disable(logging.INFO)
     try:
-        yield
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
     finally:
         logging.disable(logging.NOTSET)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _openmp_ldflags() -> list:
     """Link the OpenMP runtime paddle already runs (Intel's libiomp5 in its MKL wheels), else GCC's.
 
     Why: with GCC's libgomp the process has two OpenMP thread pools on the same cores, and each
-    pool's threads spin-wait after their parallel regions while the other pool works: on the
-    project's 2-core VM a MobileNetV1 training step ran at 150 img/s that way and at 234 img/s
-    linked to libiomp5 (one-off runs, README). libiomp5 provides the GOMP_* entry points that GCC's
-    -fopenmp code calls, so the op then shares paddle's pool.
+    pool's threads spin-wait after their parallel regions while the other pool works, which slows
+    a training step down markedly (docs/performance.md). libiomp5 provides the GOMP_* entry points
+    that GCC's -fopenmp code calls, so the op then shares paddle's pool.
     """
     libs = os.path.join(os.path.dirname(paddle.__file__), "libs")
     if os.path.isfile(os.path.join(libs, "libiomp5.so")):
@@ -80,17 +96,17 @@ def _load():
             os.makedirs(build_dir, exist_ok=True)
             # Compile a copy inside the cache: paddle's rebuild check hashes the source *path*, so
             # two checkouts sharing the cache would otherwise rebuild the op each time they alternate.
-            src = os.path.join(build_dir, os.path.basename(_SRC))
-            if not os.path.isfile(src):
-                shutil.copyfile(_SRC, src + ".tmp")
-                os.replace(src + ".tmp", src)
+            sources = [os.path.join(build_dir, os.path.basename(source)) for source in _SOURCES]
+            for source, copy in zip(_SOURCES, sources):
+                if not os.path.isfile(copy):
+                    shutil.copyfile(source, copy + ".tmp")
+                    os.replace(copy + ".tmp", copy)
             # -march=native is safe because the cache key includes the CPU model.
             # paddle prints "Compiling user custom op" (even when it only loads the cached .so),
             # logs "using custom operator only" and warns about ccache on every load.
-            with warnings.catch_warnings(), _quiet_logging(), contextlib.redirect_stdout(io.StringIO()):
-                warnings.simplefilter("ignore")
+            with _quiet_build():
                 _state["module"] = load(
-                    name="mbnet_depthwise", sources=[src], build_directory=build_dir,
+                    name="mbnet_depthwise", sources=sources, build_directory=build_dir,
                     extra_cxx_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=_openmp_ldflags(),
                     verbose=False)
         except Exception as e:  # noqa: BLE001 - any build failure means "fall back"
@@ -104,7 +120,7 @@ def custom_depthwise_available(required: bool = False) -> bool:
         return True
     err = _state["error"]
     if required:
-        raise RuntimeError(f"depthwise='custom' needs the C++ depthwise operator, which failed to build: {err}. "
+        raise ArgumentError(f"depthwise='custom' needs the C++ depthwise operator, which failed to build: {err}. "
                            f"Install a C++ compiler with OpenMP (apt-get install g++) or use depthwise='paddle'")
     if not _state.get("warned"):
         _state["warned"] = True
@@ -119,3 +135,4 @@ def depthwise_conv2d(x, weight, stride: int = 1, padding: int = 1):
     if module is None:
         custom_depthwise_available(required=True)
     return module.mbnet_depthwise_conv2d(x, weight, int(stride), int(padding))
+

@@ -3,10 +3,9 @@
 Why: paddle's CPU tensors come from malloc, and glibc serves large blocks with fresh mmap'd
 pages that it unmaps again on free, and gives the free top of its heap back to the OS. Every
 large activation and gradient is then page-faulted in anew at every step (a 64 MB paddle
-tensor freed and created again faults in all its 16384 pages; tests/test_cpu_memory.py). On
-the project's 2-core VM this setting speeds a MobileNetV2 training step at batch 128 up by ~20%
-(tools/bench_depthwise.py with and without it; figures in the README). PyTorch users get the same
-advice in the form of jemalloc/tcmalloc; mallopt needs no extra library.
+tensor freed and created again faults in all its 16384 pages; tests/test_cpu_memory.py), which
+costs a training step a measurable share of its time (docs/performance.md). PyTorch users get the
+same advice in the form of jemalloc/tcmalloc; mallopt needs no extra library.
 
 ``keep_freed_memory()`` sets M_MMAP_MAX = 0 (no mmap'd blocks) and a 2 GB trim threshold, so a
 training process keeps its peak footprint instead of returning memory between steps. It acts on

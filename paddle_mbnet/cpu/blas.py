@@ -2,11 +2,10 @@
 
 Why: paddle's CPU wheels do their matrix products (conv2d, matmul, linear) in the MKL build
 they ship (``paddle/libs/libmklml_intel.so``). That MKL chooses its code path by CPU *vendor*:
-on an AMD CPU it takes a generic path even when the CPU has AVX2 and FMA. On the project's AMD
-EPYC VM paddle's matmul ran at 31 GFLOP/s that way, against 123 for numpy's OpenBLAS on the same
-cores (one-off), and a MobileNet training step was 1.75x slower (``tools/bench_depthwise.py`` with and
-without this setting; figures in the README). ``MKL_DEBUG_CPU_TYPE=5`` is MKL's own switch for its AVX2
-path; this MKL honours it (newer MKL releases dropped it, and also no longer need it).
+on an AMD CPU it takes a generic path even when the CPU has AVX2 and FMA, and every paddle GEMM
+runs several times slower than the hardware allows (measured in docs/performance.md).
+``MKL_DEBUG_CPU_TYPE=5`` is MKL's own switch for its AVX2 path; this MKL honours it (newer MKL
+releases dropped it, and also no longer need it).
 
 MKL reads the variable once, at its first call, so it has to be in the environment before
 paddle's first matrix product: ``import paddle_mbnet`` sets it (see ``__init__``), and child

@@ -10,11 +10,13 @@ import contextlib
 
 import paddle
 
+from ..errors import CheckpointError, ConfigError
+
 
 class ModelEma:
     def __init__(self, model, decay: float):
         if not 0.0 < decay < 1.0:
-            raise ValueError(f"Global.ema_decay={decay} must be in (0, 1), or 0 to turn the average off")
+            raise ConfigError(f"Global.ema_decay={decay} must be in (0, 1), or 0 to turn the average off")
         self.decay, self.updates = decay, 0
         live = _float_state(model)
         self.shadow = {name: tensor.detach().clone() for name, tensor in live.items()}
@@ -37,7 +39,7 @@ class ModelEma:
     def set_state_dict(self, state: dict) -> None:
         missing = set(self.shadow) - set(state["shadow"])
         if missing:
-            raise KeyError(f"the checkpoint's weight average lacks {sorted(missing)[:3]}")
+            raise CheckpointError(f"the checkpoint's weight average lacks {sorted(missing)[:3]}")
         for name, tensor in self.shadow.items():
             tensor.set_value(state["shadow"][name])
         self.updates = int(state["updates"])

@@ -17,6 +17,8 @@ import paddle
 from paddle.vision import transforms as T
 from paddle.vision.datasets import Cifar10
 
+from ..errors import DataError
+
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MEAN_STD = {
     "cifar": ([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]),
@@ -25,19 +27,32 @@ MEAN_STD = {
 BUILD_HINT = "offline, build one from the JPEG copy with: python ../shared/datasets/build_cifar10.py"
 
 
-class DataError(RuntimeError):
-    pass
-
-
-def build_transform(image_size: int, normalize: str, train: bool, augment: bool = True):
+def build_transform(image_size: int, normalize: str):
+    """Evaluation transform: resize (unless 32 px), then a normalized CHW float tensor."""
     mean, std = MEAN_STD[normalize]
-    ops = []
-    if image_size != 32:
-        ops.append(T.Resize(image_size))
-    if train and augment:
-        ops += [T.RandomCrop(image_size, padding=4 * image_size // 32), T.RandomHorizontalFlip()]
-    ops += [T.ToTensor(), T.Normalize(mean, std)]
-    return T.Compose(ops)
+    return T.Compose(([T.Resize(image_size)] if image_size != 32 else []) + [T.ToTensor(), T.Normalize(mean, std)])
+
+
+class SeededCropFlip:
+    """Random crop of the zero-padded image and a random horizontal flip (CIFAR's standard augmentation), drawn
+    from a generator keyed by (seed, epoch, image index).
+
+    Why not paddle's RandomCrop + RandomHorizontalFlip: they draw from Python's global ``random``, so the crop an
+    image gets depends on the process that loads it and on how many images were loaded before. Keyed draws make
+    an epoch's augmentation a function of (seed, epoch, image) alone: a run resumed in the middle of an epoch, with
+    or without worker processes, sees exactly the images an uninterrupted run sees.
+    """
+
+    def __init__(self, image_size: int, seed: int):
+        self.pad, self.seed, self.epoch = 4 * image_size // 32, seed, 0
+
+    def __call__(self, image: np.ndarray, index: int) -> np.ndarray:
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        top, left = rng.integers(0, 2 * self.pad + 1, size=2)
+        height, width = image.shape[:2]
+        padded = np.pad(image, ((self.pad, self.pad), (self.pad, self.pad), (0, 0)))
+        crop = padded[top:top + height, left:left + width]
+        return np.ascontiguousarray(crop[:, ::-1] if rng.random() < 0.5 else crop)
 
 
 def _default_archive() -> str:
@@ -76,25 +91,51 @@ def load_cifar10(data_file: str, mode: str) -> Cifar10:
     try:
         dataset = Cifar10(data_file=path, mode=mode, transform=None, download=True, backend="pil")
     except (tarfile.TarError, EOFError, pickle.UnpicklingError, KeyError, ValueError, OSError,
-            AssertionError, zlib.error) as e:
+            AssertionError, zlib.error, TypeError, IndexError, AttributeError) as e:
         raise DataError(f"{where!r} is not a readable CIFAR-10 archive ({type(e).__name__}: {e}); {fix}") from None
     if len(dataset) == 0:
         raise DataError(f"{where!r} holds no CIFAR-10 {mode} batches; {fix}")
+    _check_samples(dataset, where, mode, fix)
     return dataset
 
 
-class CifarSplit(paddle.io.Dataset):
-    """A subset of a Cifar10 dataset with its own transform."""
+def _check_samples(dataset: Cifar10, where: str, mode: str, fix: str) -> None:
+    """Every image 3x32x32 bytes and every label a class index: a bad one would otherwise fail inside the
+    loader's prefetch thread, where it hangs the run instead of stopping it."""
+    sizes = {np.size(sample) for sample, _ in dataset.data}
+    if sizes != {3 * 32 * 32}:
+        raise DataError(f"{where!r}: {mode} images must be 3x32x32 = 3072 values each, found sizes "
+                        f"{sorted(sizes)[:5]}; {fix}")
+    labels = np.array([label for _, label in dataset.data])
+    if labels.dtype.kind not in "iu" or labels.min() < 0:
+        raise DataError(f"{where!r}: {mode} labels must be class indices >= 0, found {labels.min()!r}; {fix}")
 
-    def __init__(self, base: Cifar10, indices, transform):
-        self.base, self.indices, self.transform = base, np.asarray(indices), transform
+
+class CifarSplit(paddle.io.Dataset):
+    """A subset of a Cifar10 dataset, resized and normalized, with optional keyed crop + flip."""
+
+    def __init__(self, base: Cifar10, indices, image_size: int = 32, normalize: str = "cifar", augment=None):
+        self.base, self.indices, self.augment = base, np.asarray(indices), augment
+        mean, std = MEAN_STD[normalize]
+        self.resize = T.Resize(image_size) if image_size != 32 else None
+        self.to_tensor = T.Compose([T.ToTensor(), T.Normalize(mean, std)])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw this epoch's augmentation (call before iterating; worker processes copy it when they start)."""
+        if self.augment is not None:
+            self.augment.epoch = epoch
 
     def __len__(self):
         return len(self.indices)
 
     def __getitem__(self, i):
-        image, label = self.base[int(self.indices[i])]
-        return self.transform(image), np.asarray(label, dtype="int64").reshape([1])
+        index = int(self.indices[i])
+        image, label = self.base[index]
+        if self.resize is not None:
+            image = self.resize(image)
+        if self.augment is not None:
+            image = self.augment(np.asarray(image), index)
+        return self.to_tensor(image), np.asarray(label, dtype="int64").reshape([1])
 
     def labels(self) -> np.ndarray:
         return np.array([int(self.base.data[int(i)][1]) for i in self.indices], dtype="int64")
@@ -120,11 +161,10 @@ def build_datasets(dl_cfg: dict, seed: int):
     order = rng.permutation(n)
     train_idx = order[val_size:val_size + train_size] if train_size else order[val_size:]
     test_idx = rng.permutation(len(test_base))[:test_size] if test_size else np.arange(len(test_base))
-    train_tf = build_transform(size, norm, train=True, augment=aug)
-    eval_tf = build_transform(size, norm, train=False)
-    train = CifarSplit(train_base, np.sort(train_idx), train_tf)
-    val = CifarSplit(train_base, np.sort(order[:val_size]), eval_tf) if val_size else None
-    test = CifarSplit(test_base, np.sort(test_idx), eval_tf)
+    augment = SeededCropFlip(size, seed) if aug else None
+    train = CifarSplit(train_base, np.sort(train_idx), size, norm, augment)
+    val = CifarSplit(train_base, np.sort(order[:val_size]), size, norm) if val_size else None
+    test = CifarSplit(test_base, np.sort(test_idx), size, norm)
     return train, val, test
 
 

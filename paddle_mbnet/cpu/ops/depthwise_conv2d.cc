@@ -1,7 +1,7 @@
 // Depthwise 2-D convolution for CPU, float32, NCHW, weight [C, 1, K, K], no bias.
 //
-// Why: paddle's CPU depthwise_conv2d runs one tiny GEMM per (sample, channel) and took ~90 % of a
-// MobileNet training step. Here eight channels of one sample go together: their planes are
+// Why: paddle's CPU depthwise_conv2d runs one tiny GEMM per (sample, channel) and dominated a
+// MobileNet training step (docs/performance.md). Here eight channels of one sample go together: their planes are
 // interleaved pixel by pixel into a zero-padded scratch, so each pixel is one 8-float vector and each
 // kernel tap one vector multiply-add across the channels, with no bounds checks and no dependence on
 // the plane's width (the late 4x4 and 2x2 maps of a CIFAR MobileNet run as fast per value as the

@@ -1,0 +1,84 @@
+"""Checkpoints of a training run: atomic saves, optimizer state keyed by structured parameter names, and reading
+them back with one-line errors."""
+from __future__ import annotations
+
+import contextlib
+import os
+
+import paddle
+
+from ..errors import CheckpointError
+
+CKPT_LAST, CKPT_BEST = "last.pdckpt", "best.pdckpt"
+
+
+def _atomic_save(obj, path):
+    """Write beside the target, then rename: a crash or full disk mid-write leaves the previous file intact."""
+    tmp = path + ".tmp"
+    try:
+        paddle.save(obj, tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise CheckpointError(f"cannot write {path!r} ({e.strerror or e}); free disk space or choose another "
+                              f"-o Global.output_dir=..., then continue with -o Global.resume=<run dir>") from None
+
+
+def rename_optimizer_state(opt_state: dict, layer, to_structured: bool) -> dict:
+    """Key optimizer accumulators by structured parameter names ("features.0.0.weight_moment1_0")
+    instead of paddle's generated ones ("conv2d_70.w_0_moment1_0"), which depend on how many
+    layers the process built before, so a checkpoint loads into any new process or model."""
+    pairs = [(p.name, n) for n, p in layer.named_parameters()]
+    if not to_structured:
+        pairs = [(n, p) for p, n in pairs]
+    pairs.sort(key=lambda pair: -len(pair[0]))
+    out = {}
+    for key, value in opt_state.items():
+        new = next((b + key[len(a):] for a, b in pairs if key.startswith(a + "_")), key)
+        out[new] = value
+    return out
+
+
+def save_checkpoint(path, model, optimizer, scheduler, scaler, state, cfg, ema=None, extra=None):
+    """Everything a run needs to continue exactly: weights, their average, optimizer (keys by structured
+    parameter names), schedule, AMP scaler, the run's counters and config, plus ``extra`` entries."""
+    layer = getattr(model, "_layers", model)  # unwrap DataParallel
+    opt_state = rename_optimizer_state(optimizer.state_dict(), layer, to_structured=True)
+    counters = {key: state[key] for key in ("epoch", "step", "batches_done", "best_val_acc", "best_epoch")}
+    _atomic_save({"model": layer.state_dict(), "ema": ema.state_dict() if ema is not None else None,
+                  "optimizer": opt_state, "scheduler": scheduler.state_dict(),
+                  "scaler": scaler.state_dict() if scaler else None, **counters,
+                  "seed": cfg["Global"]["seed"], "config": cfg, **(extra or {})}, path)
+
+
+def resolve_checkpoint(path: str, prefer=(CKPT_LAST,)) -> str:
+    path = os.path.expanduser(path)
+    if os.path.isdir(path):
+        for name in prefer:
+            if os.path.isfile(os.path.join(path, name)):
+                return os.path.join(path, name)
+        raise CheckpointError(f"{path!r} holds no checkpoint ({' or '.join(prefer)}); "
+                              f"pass a run directory written by tools/train.py or a .pdckpt file")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path!r} does not exist; pass a run directory or a .pdckpt file")
+    return path
+
+
+def load_checkpoint(path: str, prefer=(CKPT_LAST,)) -> dict:
+    path = resolve_checkpoint(path, prefer)
+    try:
+        ckpt = paddle.load(path)
+    except Exception as e:  # noqa: BLE001 - any read failure is a corrupt file to the user
+        raise CheckpointError(f"cannot read checkpoint {path!r} ({type(e).__name__}: {e}); it is corrupt or "
+                              f"truncated: use another (e.g. best.pdckpt beside it) or start afresh") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise CheckpointError(f"{path!r} is not a tools/train.py checkpoint (no model/config inside)")
+    ckpt["path"] = path
+    return ckpt
+
+
+def evaluated_weights(ckpt: dict) -> dict:
+    """The weights a run evaluated and selected: the moving average when it kept one, else the trained ones."""
+    ema = ckpt.get("ema")
+    return ema["shadow"] if ema else ckpt["model"]

@@ -1,0 +1,70 @@
+"""Optimizer and learning-rate schedule from the config's Optimizer section."""
+from __future__ import annotations
+
+import sys
+
+import paddle
+
+
+def total_steps(cfg, steps_per_epoch: int) -> int:
+    """Optimizer steps of the whole run: every epoch, or ``Global.max_steps`` when that is fewer."""
+    total = cfg["Global"]["epochs"] * steps_per_epoch
+    return max(1, min(total, cfg["Global"]["max_steps"]) if cfg["Global"]["max_steps"] else total)
+
+
+def warmup_steps(cfg, steps_per_epoch: int, notify=True) -> int:
+    """Warm-up steps for the run: ``Optimizer.warmup_epochs``, capped at a quarter of the run so that a short
+    run (``-o Global.epochs=1``) still spends most of its steps at and after the peak learning rate."""
+    total = total_steps(cfg, steps_per_epoch)
+    wanted = int(round(cfg["Optimizer"]["warmup_epochs"] * steps_per_epoch))
+    cap = total // 4
+    if wanted > cap and notify:
+        print(f"paddle_mbnet: Optimizer.warmup_epochs={cfg['Optimizer']['warmup_epochs']} is more than a quarter "
+              f"of this {cfg['Global']['epochs']}-epoch run; warming up for {cap} step{'s' * (cap != 1)} instead", file=sys.stderr)
+    return min(wanted, cap)
+
+
+def build_scheduler(cfg, steps_per_epoch: int, notify=True):
+    opt_cfg = cfg["Optimizer"]
+    total = total_steps(cfg, steps_per_epoch)
+    warmup = warmup_steps(cfg, steps_per_epoch, notify)
+    decay_steps = max(1, total - warmup)  # cosine and linear reach 0 exactly at the last step
+    lr = paddle.optimizer.lr
+    if opt_cfg["schedule"] == "cosine":
+        sched = lr.CosineAnnealingDecay(opt_cfg["lr"], T_max=decay_steps)
+    elif opt_cfg["schedule"] == "linear":
+        sched = lr.PolynomialDecay(opt_cfg["lr"], decay_steps=decay_steps, end_lr=0.0, power=1.0)
+    elif opt_cfg["schedule"] == "step":
+        sched = lr.StepDecay(opt_cfg["lr"], step_size=max(1, opt_cfg["step_size"] * steps_per_epoch),
+                             gamma=opt_cfg["gamma"])
+    else:
+        sched = lr.LambdaDecay(opt_cfg["lr"], lambda step: 1.0)
+    if warmup > 0:
+        sched = lr.LinearWarmup(sched, warmup_steps=warmup, start_lr=opt_cfg["lr"] / 100, end_lr=opt_cfg["lr"])
+    return sched
+
+
+def parameter_groups(parameters, weight_decay: float, no_decay_bn_bias: bool):
+    """All parameters in one group, or (as timm's ``param_groups_weight_decay``) 1-D ones, i.e. BatchNorm
+    scales and shifts and biases, in a second group without weight decay."""
+    parameters = list(parameters)
+    if not no_decay_bn_bias:
+        return parameters
+    decay = [p for p in parameters if len(p.shape) > 1]
+    no_decay = [p for p in parameters if len(p.shape) <= 1]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(cfg, parameters, steps_per_epoch: int, notify=True):
+    opt_cfg = cfg["Optimizer"]
+    sched = build_scheduler(cfg, steps_per_epoch, notify)
+    decay = opt_cfg["weight_decay"]
+    groups = parameter_groups(parameters, decay, opt_cfg["no_decay_bn_bias"])
+    if opt_cfg["name"] == "AdamW":  # decoupled: each step shrinks weights by lr * weight_decay
+        opt = paddle.optimizer.AdamW(sched, parameters=groups, weight_decay=decay)
+    elif opt_cfg["name"] == "Adam":  # L2: weight_decay * w is added to the gradient
+        opt = paddle.optimizer.Adam(sched, parameters=groups, weight_decay=decay or None)
+    else:
+        opt = paddle.optimizer.Momentum(sched, momentum=opt_cfg["momentum"], parameters=groups,
+                                        weight_decay=decay or None)
+    return opt, sched

@@ -1,0 +1,120 @@
+"""The training recipe's parts: schedule shape, warm-up cap, no-decay groups, label smoothing, weight EMA, TTA."""
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+import pytest
+
+from paddle_mbnet.training import loop, optim
+from paddle_mbnet.training.config import load_config
+from paddle_mbnet.training.ema import ModelEma
+
+STEPS_PER_EPOCH = 10
+
+
+def _lrs(overrides):
+    cfg = load_config(None, overrides)
+    sched = optim.build_scheduler(cfg, STEPS_PER_EPOCH, notify=False)
+    lrs = []
+    for _ in range(cfg["Global"]["epochs"] * STEPS_PER_EPOCH):
+        lrs.append(sched.get_lr())
+        sched.step()
+    return np.array(lrs)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_schedule_warms_up_peaks_and_ends_at_zero(schedule):
+    lrs = _lrs(["Global.epochs=4", "Optimizer.lr=0.01", "Optimizer.warmup_epochs=0.5",
+                f"Optimizer.schedule={schedule}"])
+    assert lrs[0] == pytest.approx(1e-4)  # lr / 100
+    assert lrs.argmax() == 5 and lrs.max() == pytest.approx(0.01)  # peak after half an epoch
+    assert np.all(np.diff(lrs[:6]) > 0) and np.all(np.diff(lrs[5:]) < 0)
+    assert lrs[-1] < 0.01 / 30  # the last step trains at (nearly) zero
+    if schedule == "linear":
+        assert lrs[5 + 14] == pytest.approx(0.01 * (1 - 14 / 35))  # straight down over the 35 steps left
+
+
+def test_warmup_longer_than_a_quarter_of_the_run_is_capped_with_a_notice(capsys):
+    lrs = _lrs(["Global.epochs=1", "Optimizer.warmup_epochs=1", "Optimizer.lr=0.01"])
+    assert lrs.argmax() == 2  # 10 steps // 4
+    cfg = load_config(None, ["Global.epochs=1", "Optimizer.warmup_epochs=1"])
+    assert optim.warmup_steps(cfg, STEPS_PER_EPOCH) == 2
+    assert "warming up for 2 steps instead" in capsys.readouterr().err
+    assert optim.warmup_steps(load_config(None, ["Optimizer.warmup_epochs=0.5"]), STEPS_PER_EPOCH) == 5
+
+
+def _conv_bn():
+    return paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3, bias_attr=True), paddle.nn.BatchNorm2D(4))
+
+
+@pytest.mark.parametrize("name", ["AdamW", "Adam", "Momentum"])
+@pytest.mark.parametrize("no_decay", [True, False])
+def test_no_decay_on_batchnorm_and_biases(name, no_decay):
+    """With zero gradients only weight decay moves a parameter."""
+    model = _conv_bn()
+    cfg = load_config(None, [f"Optimizer.name={name}", "Optimizer.weight_decay=0.1", "Optimizer.schedule=constant",
+                             "Optimizer.warmup_epochs=0", f"Optimizer.no_decay_bn_bias={no_decay}"])
+    opt, _ = optim.build_optimizer(cfg, model.parameters(), STEPS_PER_EPOCH)
+    for p in model.parameters():
+        p.set_value(paddle.ones_like(p))  # biases start at 0, which decay would not move
+    before = {n: p.numpy().copy() for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = paddle.zeros_like(p)  # noqa: the optimizer reads .grad
+    opt.step()
+    for n, p in model.named_parameters():
+        if p.stop_gradient:
+            continue  # BatchNorm's running statistics: paddle keeps them as untrained parameters
+        moved = not np.allclose(before[n], p.numpy())
+        one_d = len(p.shape) <= 1
+        assert moved == (not (no_decay and one_d)), (n, moved)
+
+
+def test_label_smoothing_matches_its_definition():
+    logits = paddle.randn([6, 10])
+    labels = paddle.to_tensor([[0], [3], [9], [1], [1], [5]], dtype="int64")
+    logp = F.log_softmax(logits, axis=1).numpy()
+    target = np.full((6, 10), 0.1 / 10)
+    target[np.arange(6), labels.numpy().ravel()] += 0.9
+    expected = -(target * logp).sum(1).mean()
+    assert float(loop.classification_loss(logits, labels, 0.1)) == pytest.approx(expected, rel=1e-5)
+    plain = float(F.cross_entropy(logits, labels))
+    assert float(loop.classification_loss(logits, labels, 0.0)) == pytest.approx(plain, rel=1e-6)
+
+
+def test_ema_update_swap_and_checkpoint_round_trip():
+    model = _conv_bn()
+    ema = ModelEma(model, decay=0.9)
+    start = {n: t.numpy().copy() for n, t in model.state_dict().items()}
+    for p in model.parameters():
+        p.set_value(p + 1.0)
+    ema.update()  # first update: decay min(0.9, 1/10) = 0.1
+    assert "1._mean" in ema.shadow and "1._variance" in ema.shadow  # BatchNorm statistics are averaged too
+    for name, tensor in model.state_dict().items():
+        np.testing.assert_allclose(ema.shadow[name].numpy(), 0.1 * start[name] + 0.9 * tensor.numpy(), rtol=1e-6)
+    weight = model[0].weight.numpy()
+    with ema.applied(model):
+        np.testing.assert_allclose(model[0].weight.numpy(), ema.shadow["0.weight"].numpy())
+    np.testing.assert_array_equal(model[0].weight.numpy(), weight)  # trained weights are back
+
+    state = ema.state_dict()
+    other = ModelEma(_conv_bn(), decay=0.9)
+    other.set_state_dict(state)
+    assert other.updates == 1
+    np.testing.assert_array_equal(other.shadow["0.weight"].numpy(), ema.shadow["0.weight"].numpy())
+
+
+class _LeftRight(paddle.nn.Layer):
+    """Class 0 when the left half is brighter, else 1: mirroring the image flips its prediction."""
+
+    def forward(self, x):
+        left, right = x[:, :, :, :2].mean(axis=[1, 2, 3]), x[:, :, :, 2:].mean(axis=[1, 2, 3])
+        return paddle.stack([left - right + 0.1, right - left], axis=1)
+
+
+def test_tta_averages_the_logits_of_each_image_and_its_mirror():
+    images = paddle.to_tensor(np.random.RandomState(0).rand(8, 3, 4, 4).astype("float32"))
+    labels = _LeftRight()(images).argmax(axis=1).reshape([-1, 1])
+    result = loop.evaluate(_LeftRight(), [(images, labels)], tta=True)
+    assert result["acc"] == 1.0
+    # logits + mirrored logits = (0.1, 0) for every image: TTA always answers class 0
+    assert result["acc_tta"] == pytest.approx(float((labels.numpy() == 0).mean()))
+    assert "acc_tta" not in loop.evaluate(_LeftRight(), [(images, labels)])

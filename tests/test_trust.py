@@ -1,0 +1,205 @@
+"""Runs you can trust: exact resume from any stopping point, no overwriting, a lock, resume from the run
+directory alone, and one clear line for every bad input."""
+import os
+import pickle
+import tarfile
+
+import numpy as np
+import paddle
+import pytest
+
+from paddle_mbnet.errors import CheckpointError, ConfigError, DataError, MbnetError
+from paddle_mbnet.training import loop, rundir, trainer
+from paddle_mbnet.training.config import load_config, load_resume_config
+from paddle_mbnet.training.data import write_tiny_cifar10
+from helpers import ROOT, run_tool
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    return write_tiny_cifar10(str(tmp_path_factory.mktemp("data") / "cifar-10-python.tar.gz"), 80, 24)
+
+
+def _overrides(archive, out, epochs=2):
+    """The shipped V2 recipe (augmentation, dropout, EMA) at a tiny size, on CPU with num_workers=0."""
+    return [f"DataLoader.data_file={archive}", f"Global.output_dir={out}", f"Global.epochs={epochs}",
+            "DataLoader.batch_size=16", "DataLoader.val_size=16", "DataLoader.num_workers=0", "Arch.scale=0.25",
+            "Global.device=cpu"]
+
+
+def _cfg(archive, out, *extra):
+    return load_config(f"{ROOT}/configs/mbv2_cifar.yaml", _overrides(archive, out) + list(extra))
+
+
+def _weights(out):
+    ckpt = paddle.load(os.path.join(out, "last.pdckpt"))
+    return {**{k: v.numpy() for k, v in ckpt["model"].items()},
+            **{"ema." + k: v.numpy() for k, v in ckpt["ema"]["shadow"].items()}}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(archive, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("whole"))
+    trainer.main(_cfg(archive, out), progress=False)
+    return out
+
+
+def _stop_after_steps(monkeypatch, steps):
+    real = loop._train_step
+    calls = {"n": 0}
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == steps:
+            loop.STOP.requested = True  # as Ctrl-C or SIGTERM would, during this step
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "_train_step", counting)
+
+
+def _stop_in_evaluation(monkeypatch, call):
+    real = trainer.evaluate
+    calls = {"n": 0}
+
+    def stopping(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call:
+            loop.STOP.requested = True
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "evaluate", stopping)
+
+
+@pytest.mark.parametrize("where", ["mid_epoch", "last_step_of_epoch", "during_evaluation"])
+def test_stop_anywhere_then_resume_gives_the_uninterrupted_weights(where, archive, uninterrupted, tmp_path,
+                                                                   monkeypatch):
+    out = str(tmp_path)
+    if where == "mid_epoch":
+        _stop_after_steps(monkeypatch, 6)  # 4 steps per epoch: two into epoch 2
+    elif where == "last_step_of_epoch":
+        _stop_after_steps(monkeypatch, 4)
+    else:
+        _stop_in_evaluation(monkeypatch, 1)  # validation of epoch 1
+    with pytest.raises(KeyboardInterrupt):
+        trainer.main(_cfg(archive, out), progress=False)
+    monkeypatch.undo()
+    stopped = paddle.load(os.path.join(out, "last.pdckpt"))
+    if where == "mid_epoch":
+        assert (stopped["epoch"], stopped["batches_done"]) == (1, 2)
+    else:
+        assert (stopped["epoch"], stopped["batches_done"]) == (1, 0) and stopped["pending_record"] is not None
+    summary = trainer.main(load_resume_config(out), progress=False)
+    assert summary["finished"]
+    whole, resumed = _weights(uninterrupted), _weights(out)
+    assert whole.keys() == resumed.keys()
+    for key in whole:
+        np.testing.assert_array_equal(whole[key], resumed[key], err_msg=key)
+    import json
+
+    records = json.load(open(os.path.join(out, "metrics.json")))
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert [r["val_acc"] for r in records] == [r["val_acc"] for r in json.load(
+        open(os.path.join(uninterrupted, "metrics.json")))]
+
+
+def test_a_new_run_never_overwrites_one(archive, uninterrupted, tmp_path):
+    with pytest.raises(CheckpointError, match="already holds a run.*Global.resume=.*Global.overwrite=true"):
+        trainer.main(_cfg(archive, uninterrupted), progress=False)
+    out = str(tmp_path / "again")
+    trainer.main(_cfg(archive, out, "Global.epochs=1"), progress=False)
+    summary = trainer.main(_cfg(archive, out, "Global.epochs=1", "Global.overwrite=true"), progress=False)
+    assert summary["finished"] and summary["epochs_done"] == 1
+
+
+def test_a_second_run_into_a_locked_directory_is_refused(tmp_path):
+    lock = rundir.RunLock(str(tmp_path))
+    try:
+        with pytest.raises(CheckpointError, match=f"another run \\(pid {os.getpid()}\\) is writing"):
+            rundir.RunLock(str(tmp_path))
+    finally:
+        lock.release()
+    rundir.RunLock(str(tmp_path)).release()  # free again once the first run ends
+
+
+def test_resume_from_the_run_directory_alone(archive, tmp_path):
+    out = str(tmp_path / "run")
+    run_tool("train.py", *sum((["-o", t] for t in _overrides(archive, out, epochs=1)), []),
+             "-c", "configs/mbv2_cifar.yaml")
+    proc = run_tool("train.py", "-o", f"Global.resume={out}", "-o", "Global.epochs=2")
+    assert "resumed from" in proc.stdout and "epoch 2/2" in proc.stdout
+    assert "the learning-rate schedule is rebuilt for the new length" in proc.stderr
+    proc = run_tool("train.py", "-o", f"Global.resume={out}", "-o", "DataLoader.batch_size=8", "-o",
+                    "Optimizer.lr=0.1", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "Optimizer.lr, DataLoader.batch_size changed from the run's saved config" in proc.stderr
+    proc = run_tool("train.py", "-c", "configs/mbv1_cifar.yaml", "-o", f"Global.resume={out}", check=False)
+    assert proc.returncode == 1 and "Arch.name" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _archive_with(tmp_path, name, data_batch):
+    path = str(tmp_path / name)
+    with tarfile.open(path, "w:gz") as tar:
+        for member in ("data_batch_1", "test_batch"):
+            payload = pickle.dumps(data_batch, protocol=2)
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{member}")
+            info.size = len(payload)
+            import io
+
+            tar.addfile(info, io.BytesIO(payload))
+    return path
+
+
+def _bad_inputs(tmp_path, archive):
+    """(overrides, error class, message) for inputs the trainer must refuse before or at its start."""
+    small = _archive_with(tmp_path, "small.tar.gz", {b"data": np.zeros((40, 1000), np.uint8), b"labels": [0] * 40})
+    labels = _archive_with(tmp_path, "labels.tar.gz", {b"data": np.zeros((40, 3072), np.uint8), b"labels": [12] * 40})
+    not_dict = _archive_with(tmp_path, "list.tar.gz", [1, 2, 3])
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    return [
+        (["DataLoader.batch_size=0"], ConfigError, "DataLoader.batch_size=0 is out of range: it must be >= 1"),
+        (["Optimizer.lr=0"], ConfigError, "Optimizer.lr=0.0 is out of range: it must be > 0"),
+        (["Global.epochs=0"], ConfigError, "Global.epochs=0 is out of range"),
+        (["Arch.num_classes=5"], DataError, "labels go up to 9 but Arch.num_classes=5"),
+        ([f"DataLoader.data_file={small}"], DataError, "images must be 3x32x32 = 3072 values each"),
+        ([f"DataLoader.data_file={labels}"], DataError, "labels go up to 12"),
+        ([f"DataLoader.data_file={not_dict}"], DataError, "not a readable CIFAR-10 archive"),
+        ([f"Global.output_dir={a_file}"], CheckpointError, "is a file, not a directory"),
+    ]
+
+
+def test_bad_inputs_are_refused_with_one_clear_error(archive, tmp_path):
+    for extra, error, message in _bad_inputs(tmp_path, archive):
+        with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
+            cfg = load_config(f"{ROOT}/configs/mbv2_cifar.yaml", _overrides(archive, str(tmp_path / "o")) + extra)
+            trainer.main(cfg, progress=False)
+        assert issubclass(error, MbnetError)
+
+
+def test_bad_input_on_the_command_line_is_one_line(tmp_path, archive):
+    small = _archive_with(tmp_path, "small.tar.gz", {b"data": np.zeros((40, 1000), np.uint8), b"labels": [0] * 40})
+    for extra in (["-o", "DataLoader.batch_size=0"], ["-o", f"DataLoader.data_file={small}"]):
+        proc = run_tool("train.py", "-c", "configs/mbv2_cifar.yaml", "-o", f"Global.output_dir={tmp_path}/o",
+                        "-o", "DataLoader.num_workers=0", *extra, check=False, timeout=60)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        assert lines[-1].startswith(("error: ", "config error: ")), proc.stderr
+
+
+def test_read_only_output_and_full_disk(archive, tmp_path, monkeypatch):
+    from paddle_mbnet.training import checkpoint
+
+    def full(obj, path):
+        with open(path, "wb") as f:
+            f.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.paddle, "save", full)
+    with pytest.raises(CheckpointError, match="No space left on device.*Global.resume"):
+        checkpoint._atomic_save({}, str(tmp_path / "last.pdckpt"))
+    assert os.listdir(tmp_path) == []  # the partial .tmp is gone
+    if os.geteuid() != 0:  # root writes anywhere
+        read_only = tmp_path / "ro"
+        read_only.mkdir(mode=0o500)
+        with pytest.raises(CheckpointError, match="cannot write to Global.output_dir"):
+            rundir.prepare(str(read_only / "run"), resuming=False, overwrite=False)
