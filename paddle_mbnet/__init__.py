@@ -7,16 +7,21 @@ Layout: ``models/`` (the networks, their layers, the registry), ``training/`` (c
 checkpoints), ``cpu/`` (the depthwise operator, MKL and malloc settings), ``analysis/`` (complexity, the
 papers' figures, benchmarks, the comparison), and ``deploy`` / ``predict`` for using a trained run.
 """
+import os as _os
 import warnings as _warnings
 
 from .cpu import blas as _blas
 
 _blas.use_avx2_mkl_on_amd()  # before paddle runs its first GEMM; see cpu/blas.py
+_threads = _os.environ.pop("OMP_NUM_THREADS", None)
 with _warnings.catch_warnings():
-    # paddle's import warns that ccache is missing; ccache only caches C++ compiles, which a user of this
-    # package never needs (the one operator builds once and is cached, see cpu/ops)
+    # paddle's import warns that ccache is missing (ccache only caches C++ compiles; the one operator here builds
+    # once and is cached, see cpu/ops), and prints two lines about any OMP_NUM_THREADS above 1, which is this
+    # project's intent on CPU: the count is restored right after, before any thread pool starts.
     _warnings.filterwarnings("ignore", message="No ccache found")
     import paddle  # noqa: E402, F401
+if _threads is not None:
+    _os.environ["OMP_NUM_THREADS"] = _threads
 
 from .analysis.complexity import Complexity, complexity, paddle_flops  # noqa: E402
 from .errors import MbnetError  # noqa: E402

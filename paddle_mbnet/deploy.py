@@ -17,7 +17,14 @@ from .errors import CheckpointError
 def export(model, prefix: str, image_size: int) -> str:
     """Save ``model`` for inference with input [N, 3, image_size, image_size]; returns the prefix."""
     model.eval()
-    os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
+    folder = os.path.dirname(os.path.abspath(prefix))
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise CheckpointError(f"cannot export into {folder!r}: it is a file; pass a directory with --out")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise CheckpointError(f"cannot create {folder!r} ({e.strerror or e}); pass another directory with --out") \
+            from None
     spec = [paddle.static.InputSpec([None, 3, image_size, image_size], "float32", name="x")]
     paddle.jit.save(model, prefix, input_spec=spec)
     return prefix

@@ -243,3 +243,14 @@ def test_sigterm_mid_epoch_saves_a_checkpoint(tmp_path):
     assert proc.returncode == 130 and "interrupted: saved" in err, err[-2000:]
     ckpt = paddle.load(str(out / "last.pdckpt"))
     assert ckpt["epoch"] == 0 and ckpt["batches_done"] > 0
+
+
+def test_a_short_run_prints_no_warnings(archive, tmp_path):
+    """The first lines a user sees: no ccache, OMP_NUM_THREADS or BatchNorm warnings, from any process."""
+    proc = run_tool("train.py", "-c", "configs/mbv2_cifar.yaml", "-o", f"DataLoader.data_file={archive}",
+                    "-o", f"Global.output_dir={tmp_path}", "-o", "Global.epochs=2", "-o", "DataLoader.batch_size=16",
+                    "-o", "DataLoader.val_size=16", "-o", "Arch.scale=0.25", "-o", "Optimizer.warmup_epochs=0")
+    output = proc.stdout + proc.stderr
+    assert "done: best epoch" in output
+    for noise in ("Warning", "WARNING", "warnings.warn", "ccache", "OMP_NUM_THREADS"):
+        assert noise not in output, noise

@@ -203,3 +203,11 @@ def test_read_only_output_and_full_disk(archive, tmp_path, monkeypatch):
         read_only.mkdir(mode=0o500)
         with pytest.raises(CheckpointError, match="cannot write to Global.output_dir"):
             rundir.prepare(str(read_only / "run"), resuming=False, overwrite=False)
+
+
+def test_export_into_a_file_is_one_line(archive, uninterrupted, tmp_path):
+    a_file = tmp_path / "model"
+    a_file.write_text("x")
+    proc = run_tool("export.py", uninterrupted, "--out", a_file, check=False, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: cannot export into")

@@ -25,11 +25,11 @@ def main(argv=None):
 
     try:
         cfg, model, ckpt = trainer.load_run(args.run)
+        size = cfg["DataLoader"]["image_size"]
+        out = args.out or os.path.join(os.path.dirname(ckpt["path"]), "inference")
+        prefix = deploy.export(model, os.path.join(out, "inference"), size)
     except MbnetError as e:
         sys.exit(f"error: {e}")
-    size = cfg["DataLoader"]["image_size"]
-    out = args.out or os.path.join(os.path.dirname(ckpt["path"]), "inference")
-    prefix = deploy.export(model, os.path.join(out, "inference"), size)
     x = np.random.RandomState(0).randn(2, 3, size, size).astype("float32")
     want = model(paddle.to_tensor(x)).numpy()
     got = deploy.run_predictor(deploy.create_predictor(prefix, onednn=not args.no_onednn), x)
