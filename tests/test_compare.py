@@ -222,7 +222,7 @@ def test_ctrl_c_during_a_run_keeps_its_checkpoint_and_the_rerun_resumes(tmp_path
     archive = write_tiny_cifar10(str(tmp_path / "c.tar.gz"), 1600, 20)
     out = str(tmp_path / "o")
     argv = [sys.executable, os.path.join(ROOT, "tools", "compare.py"), "--models", "mobilenet_v1@0.25",
-            "--input-size", "32", "--quick", "--no-engine", "--repeats", "1", "--threads", "1", "--data-file",
+            "--input-size", "32", "--quick", "--no-speed", "--threads", "1", "--data-file",
             archive, "--train-size", "0", "--val-size", "16", "--test-size", "20", "-o", "DataLoader.batch_size=8",
             "-o", "DataLoader.num_workers=0", "-o", "Global.log_interval=1", "--out", out]
     run = os.path.join(out, "runs", "mobilenet_v1_a0.25")

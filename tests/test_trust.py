@@ -123,8 +123,7 @@ def test_a_second_run_into_a_locked_directory_is_refused(tmp_path):
 
 def test_resume_from_the_run_directory_alone(archive, tmp_path):
     out = str(tmp_path / "run")
-    run_tool("train.py", *sum((["-o", t] for t in _overrides(archive, out, epochs=1)), []),
-             "-c", "configs/mbv2_cifar.yaml")
+    trainer.main(load_config(f"{ROOT}/configs/mbv2_cifar.yaml", _overrides(archive, out, epochs=1)), progress=False)
     proc = run_tool("train.py", "-o", f"Global.resume={out}", "-o", "Global.epochs=2")
     assert "resumed from" in proc.stdout and "epoch 2/2" in proc.stdout
     assert "the learning-rate schedule is rebuilt for the new length" in proc.stderr

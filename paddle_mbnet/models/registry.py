@@ -170,7 +170,8 @@ def load_pretrained(model, path, entry: ModelEntry, kwargs) -> None:
         state[key] = own[key]  # keeps its fresh initialisation (and paddle quiet about a missing key)
     model.set_state_dict(state)
     if fresh:
-        print(f"paddle_mbnet: loaded {len(state) - len(fresh)} of {len(own)} tensors from {os.path.basename(os.fspath(path))}; "
+        print(f"paddle_mbnet: loaded {len(state) - len(fresh)} of {len(own)} tensors from "
+              f"{os.path.basename(os.fspath(path))}; "
               f"the classifier starts fresh (the file's {', '.join(fresh)} is for another number of classes)",
               file=sys.stderr)
 

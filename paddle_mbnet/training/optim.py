@@ -20,7 +20,8 @@ def warmup_steps(cfg, steps_per_epoch: int, notify=True) -> int:
     cap = total // 4
     if wanted > cap and notify:
         print(f"paddle_mbnet: Optimizer.warmup_epochs={cfg['Optimizer']['warmup_epochs']} is more than a quarter "
-              f"of this {cfg['Global']['epochs']}-epoch run; warming up for {cap} step{'s' * (cap != 1)} instead", file=sys.stderr)
+              f"of this {cfg['Global']['epochs']}-epoch run; warming up for {cap} step{'s' * (cap != 1)} instead",
+              file=sys.stderr)
     return min(wanted, cap)
 
 
