@@ -201,7 +201,7 @@ def test_read_only_output_and_full_disk(archive, tmp_path, monkeypatch):
         read_only = tmp_path / "ro"
         read_only.mkdir(mode=0o500)
         with pytest.raises(CheckpointError, match="cannot write to Global.output_dir"):
-            rundir.prepare(str(read_only / "run"), resuming=False, overwrite=False)
+            rundir.prepare(str(read_only / "run"))
 
 
 def test_export_into_a_file_is_one_line(archive, uninterrupted, tmp_path):

@@ -17,8 +17,21 @@ def holds_run(out: str) -> bool:
     return any(os.path.exists(os.path.join(out, name)) for name in RUN_FILES + RUN_DIRS)
 
 
-def prepare(out: str, resuming: bool, overwrite: bool) -> None:
-    """Create ``out``, make sure it can be written, and refuse a new run over an existing one."""
+def claim(out: str, resuming: bool, overwrite: bool) -> "RunLock":
+    """Create ``out``, lock it for this run, and refuse a new run over an existing one (or clear it with
+    ``overwrite``); returns the held lock. The lock comes first, so no run clears a directory another writes."""
+    prepare(out)
+    lock = RunLock(out)
+    try:
+        _refuse_or_clear(out, resuming, overwrite)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def prepare(out: str) -> None:
+    """Create ``out`` and make sure it can be written."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise CheckpointError(f"Global.output_dir={out!r} is a file, not a directory; "
                               f"choose another with -o Global.output_dir=...")
@@ -31,6 +44,9 @@ def prepare(out: str, resuming: bool, overwrite: bool) -> None:
     except OSError as e:
         raise CheckpointError(f"cannot write to Global.output_dir={out!r} ({e.strerror or e}); "
                               f"choose another with -o Global.output_dir=...") from None
+
+
+def _refuse_or_clear(out: str, resuming: bool, overwrite: bool) -> None:
     if resuming or not holds_run(out):
         return
     if not overwrite:

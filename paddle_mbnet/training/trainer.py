@@ -180,8 +180,7 @@ def _setup(cfg) -> dict:
     out, lock = glob_cfg["output_dir"], None
     ckpt = _resume_checkpoint(cfg) if glob_cfg["resume"] else None
     if rank0:
-        rundir.prepare(out, resuming=ckpt is not None, overwrite=glob_cfg["overwrite"])
-        lock = rundir.RunLock(out)
+        lock = rundir.claim(out, resuming=ckpt is not None, overwrite=glob_cfg["overwrite"])
     try:
         run = _build(cfg, device, rank0, world)
     except BaseException:
