@@ -15,7 +15,8 @@ def test_bench_depthwise_prints_layer_and_step_ratios():
     assert re.search(r"sgemm: paddle.matmul 2048x2048 float32 at [\d.]+ GFLOP/s", out)
     assert re.search(r"mobilenet_v1 +custom\+auto +[\d.]+ img/s +[\d.]+ GFLOP/s", out)
     # PyTorch is timed in a child process when it is installed, and said so when it is not
-    assert re.search(r"mobilenet_v1 +torch +[\d.]+ img/s", out) or "PyTorch not timed: torch is not installed" in out
+    assert (re.search(r"mobilenet_v1 +torch NCHW +[\d.]+ img/s", out) and re.search(
+        r"mobilenet_v1 +torch channels_last +[\d.]+ img/s", out)) or "PyTorch not timed: torch is not installed" in out
     # --profile: paddle's operator table, and our op's forward (not an operator event) as a user event
     assert "Operator Summary" in out and re.search(r"conv2d dygraph +\d+ ", out)
     assert re.search(r"depthwise forward \(mbnet op\) +39 ", out)  # 13 layers x 3 profiled steps

@@ -106,7 +106,7 @@ def _sgemm_gflops(threads, size=2048, repeats=5):
     from paddle_mbnet.analysis.benchmark import time_fn
 
     a, b = paddle.randn([size, size]), paddle.randn([size, size])
-    seconds = float(np.median(time_fn(lambda: paddle.matmul(a, b).numpy(), warmup=1, repeats=repeats)))
+    seconds = float(np.median(time_fn(lambda: paddle.matmul(a, b), warmup=1, repeats=repeats)))
     return 2 * size ** 3 / seconds / 1e9
 
 

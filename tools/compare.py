@@ -111,17 +111,17 @@ def main(argv=None):
             compare.plan_run(cfg)  # a run directory holding another config fails now, not after the timing
     except MbnetError as e:
         sys.exit(f"error: {e}")
-    continue_hint = "python tools/compare.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = "python tools/compare.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
-        run(args, compare, specs, run_cfgs, continue_hint)
+        run(args, compare, specs, run_cfgs, command)
     except KeyboardInterrupt:
         sys.exit(f"\ninterrupted: continue with the same command (finished runs are kept, an unfinished one "
-                 f"resumes): {continue_hint}")
+                 f"resumes): {command}")
     except MbnetError as e:
         sys.exit(f"error: {e}")
 
 
-def run(args, compare, specs, run_cfgs, continue_hint):
+def run(args, compare, specs, run_cfgs, command):
     import paddle
 
     from paddle_mbnet.analysis.benchmark import env_header
@@ -135,7 +135,7 @@ def run(args, compare, specs, run_cfgs, continue_hint):
     first = run_cfgs[specs[0]]
     train_px = first["DataLoader"]["image_size"]
     train_batch = first["DataLoader"]["batch_size"] if args.train_batch is None else args.train_batch
-    header = make_header(args, env_header(), device, train_batch, train_px)
+    header = make_header(args, env_header(), device, train_batch, train_px, command)
     print("\n".join(header), flush=True)
     records = compare.measure_speed(specs, args.input_size, args.batch_size, train_px, train_batch, args.repeats,
                                     args.warmup, engine=not args.no_engine, threads=args.threads,
@@ -153,17 +153,17 @@ def run(args, compare, specs, run_cfgs, continue_hint):
     write()
     if not args.no_train:
         for spec in specs:
-            compare.ensure_run(run_cfgs[spec], continue_hint=continue_hint)
+            compare.ensure_run(run_cfgs[spec], continue_hint=command)
             write()
     print(write())
     print(f"wrote {args.out}/results.md, results.csv, results.json and plots")
 
 
-def make_header(args, env, device, train_batch, train_px):
+def make_header(args, env, device, train_batch, train_px, command):
     order = "one model at a time (--quick)" if args.quick else "models interleaved in every round"
     header = [env, f"paddle threads {args.threads} (paddle.base.core.set_num_threads, OMP_NUM_THREADS); "
                    f"device {device}",
-              f"command: python tools/compare.py {' '.join(sys.argv[1:])}",
+              f"command: {command}",
               f"inference timing at {args.input_size}x{args.input_size}: batch 1 latency and batch {args.batch_size} "
               f"throughput, {args.warmup} warm-up calls, median and p90 of {args.repeats} rounds, {order}, "
               f"synchronize before each clock read",
@@ -185,13 +185,16 @@ def set_budgets(args, compare, specs, run_cfgs):
     rerun continues it), and the epochs that hold it."""
     from paddle_mbnet.training.data import load_cifar10
 
+    archive_images = None
     for spec in specs:
         cfg = run_cfgs[spec]
         dl = cfg["DataLoader"]
         steps = compare.started_budget(cfg)
         if not steps:
             steps = compare.steps_for_minutes(spec, dl["batch_size"], dl["image_size"], args.train_minutes)
-        images = dl["train_size"] or len(load_cifar10(dl["data_file"], "train")) - dl["val_size"]
+        if not dl["train_size"] and archive_images is None:
+            archive_images = len(load_cifar10(dl["data_file"], "train"))
+        images = dl["train_size"] or archive_images - dl["val_size"]
         cfg["Global"]["max_steps"] = steps
         cfg["Global"]["epochs"] = max(1, math.ceil(steps / max(1, images // dl["batch_size"])))
         compare.plan_run(cfg)

@@ -317,7 +317,7 @@ def _train_epochs(run, state, history, cfg, progress) -> bool:
     writer = _open_writer(run)
     try:
         with _stop_on_signals():
-            if run["pending"] is not None:  # stopped during the evaluation of a trained epoch: redo it
+            if run["pending"] is not None and run["rank0"]:  # stopped while evaluating a trained epoch: redo it
                 _end_epoch(run, state, history, cfg, run["pending"], writer)
             while not _done(state, cfg):
                 _train_epoch(run, state, cfg, writer, progress)
