@@ -47,7 +47,7 @@ def main(argv=None):
     except MbnetError as e:
         sys.exit(f"error: {e}")
     loader, _, _ = trainer.build_loaders(cfg, train, val, test)
-    loader.batch_sampler.set_epoch(0)
+    loader.dataset.set_epoch(0)
     it = iter(loader)
     next(it)  # start-up (workers forking) is not throughput
     t = time.perf_counter()

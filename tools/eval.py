@@ -21,11 +21,10 @@ def main(argv=None):
     args = p.parse_args(argv)
     args.threads = _bootstrap.set_threads(args.threads)
     import numpy as np
-    from paddle.io import DataLoader
 
     from paddle_mbnet.errors import MbnetError
     from paddle_mbnet.training import trainer
-    from paddle_mbnet.training.data import CLASSES, CifarSplit, load_cifar10
+    from paddle_mbnet.training.data import CLASSES, CifarSplit, eval_loader, load_cifar10
     from paddle_mbnet.training.runtime import select_device
 
     try:
@@ -36,7 +35,7 @@ def main(argv=None):
     except MbnetError as e:
         sys.exit(f"error: {e}")
     test = CifarSplit(base, np.arange(len(base)), dl["image_size"], dl["normalize"])
-    loader = DataLoader(test, batch_size=dl["batch_size"], shuffle=False, num_workers=dl["num_workers"])
+    loader = eval_loader(test, dl["batch_size"], dl["num_workers"])
     r = trainer.evaluate(model, loader, return_predictions=True)
     k = cfg["Arch"]["num_classes"]
     confusion = np.zeros((k, k), dtype=int)

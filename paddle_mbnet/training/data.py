@@ -35,7 +35,7 @@ def build_transform(image_size: int, normalize: str):
 
 class SeededCropFlip:
     """Random crop of the zero-padded image and a random horizontal flip (CIFAR's standard augmentation), drawn
-    from a generator keyed by (seed, epoch, image index).
+    per epoch from a generator keyed by (seed, epoch) for every image at once, and looked up by image index.
 
     Why not paddle's RandomCrop + RandomHorizontalFlip: they draw from Python's global ``random``, so the crop an
     image gets depends on the process that loads it and on how many images were loaded before. Keyed draws make
@@ -43,16 +43,38 @@ class SeededCropFlip:
     or without worker processes, sees exactly the images an uninterrupted run sees.
     """
 
-    def __init__(self, image_size: int, seed: int):
-        self.pad, self.seed, self.epoch = 4 * image_size // 32, seed, 0
+    def __init__(self, image_size: int, seed: int, num_images: int):
+        self.pad, self.seed, self.num_images = 4 * image_size // 32, seed, num_images
+        self.epoch, self._drawn = 0, None
+
+    def draws(self, index):
+        """(top-left crop offsets, flip flags) of the images ``index`` (an int or an array) in this epoch."""
+        if self._drawn is None or self._drawn[0] != self.epoch:
+            rng = np.random.default_rng((self.seed, self.epoch))
+            offsets = rng.integers(0, 2 * self.pad + 1, size=(self.num_images, 2))
+            self._drawn = (self.epoch, offsets, rng.random(self.num_images) < 0.5)
+        _, offsets, flips = self._drawn
+        return offsets[index], flips[index]
 
     def __call__(self, image: np.ndarray, index: int) -> np.ndarray:
-        rng = np.random.default_rng((self.seed, self.epoch, index))
-        top, left = rng.integers(0, 2 * self.pad + 1, size=2)
+        """One HWC image."""
+        (top, left), flip = self.draws(index)
         height, width = image.shape[:2]
         padded = np.pad(image, ((self.pad, self.pad), (self.pad, self.pad), (0, 0)))
         crop = padded[top:top + height, left:left + width]
-        return np.ascontiguousarray(crop[:, ::-1] if rng.random() < 0.5 else crop)
+        return np.ascontiguousarray(crop[:, ::-1] if flip else crop)
+
+    def batch(self, images: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """A batch of NCHW images, the same crops and flips as ``__call__`` gives them one by one."""
+        offsets, flips = self.draws(index)
+        height, width = images.shape[2:]
+        pad = self.pad
+        padded = np.pad(images, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+        out = np.empty_like(images)
+        for k, (top, left) in enumerate(offsets):
+            out[k] = padded[k, :, top:top + height, left:left + width]
+        out[flips] = out[flips][..., ::-1]
+        return out
 
 
 def _default_archive() -> str:
@@ -111,12 +133,25 @@ def _check_samples(dataset: Cifar10, where: str, mode: str, fix: str) -> None:
         raise DataError(f"{where!r}: {mode} labels must be class indices >= 0, found {labels.min()!r}; {fix}")
 
 
+def _arrays(base: Cifar10) -> tuple[np.ndarray, np.ndarray]:
+    """All images of ``base`` as one uint8 NCHW array and its labels, built once and kept on ``base``."""
+    cached = getattr(base, "_mbnet_arrays", None)
+    if cached is None:
+        pixels = np.stack([np.asarray(sample, dtype=np.uint8) for sample, _ in base.data]).reshape(-1, 3, 32, 32)
+        labels = np.array([label for _, label in base.data], dtype=np.int64)
+        cached = base._mbnet_arrays = (pixels, labels)
+    return cached
+
+
 class CifarSplit(paddle.io.Dataset):
-    """A subset of a Cifar10 dataset, resized and normalized, with optional keyed crop + flip."""
+    """A subset of a Cifar10 dataset, resized and normalized, with optional keyed crop + flip. ``split[i]`` is one
+    image; ``split.batch(positions)`` assembles a whole batch at once (what the trainer's loaders use)."""
 
     def __init__(self, base: Cifar10, indices, image_size: int = 32, normalize: str = "cifar", augment=None):
         self.base, self.indices, self.augment = base, np.asarray(indices), augment
         mean, std = MEAN_STD[normalize]
+        self.mean = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
+        self.std = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
         self.resize = T.Resize(image_size) if image_size != 32 else None
         self.to_tensor = T.Compose([T.ToTensor(), T.Normalize(mean, std)])
 
@@ -137,8 +172,54 @@ class CifarSplit(paddle.io.Dataset):
             image = self.augment(np.asarray(image), index)
         return self.to_tensor(image), np.asarray(label, dtype="int64").reshape([1])
 
+    def batch(self, positions) -> tuple[np.ndarray, np.ndarray]:
+        """Images (float32 NCHW, normalized) and labels (int64, N x 1) at ``positions`` of this split."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if self.resize is not None:  # resizing needs PIL, image by image
+            pairs = [self[int(p)] for p in positions]
+            return np.stack([np.asarray(image) for image, _ in pairs]), np.stack([label for _, label in pairs])
+        index = self.indices[positions]
+        pixels, labels = _arrays(self.base)
+        images = pixels[index]
+        if self.augment is not None:
+            images = self.augment.batch(images, index)
+        return (images.astype(np.float32) / np.float32(255.0) - self.mean) / self.std, labels[index].reshape(-1, 1)
+
     def labels(self) -> np.ndarray:
-        return np.array([int(self.base.data[int(i)][1]) for i in self.indices], dtype="int64")
+        return _arrays(self.base)[1][self.indices]
+
+
+class Batches(paddle.io.Dataset):
+    """Item ``b`` is the ``b``-th batch of a split, made by one ``split.batch`` call: a DataLoader over it runs
+    with ``batch_size=None``. Why: paddle's loader builds a batch image by image (a PIL image, per-image transforms,
+    then collate), and on a 2-core CPU that time comes out of the training step; numpy on the whole batch does not.
+
+    With a ``batch_sampler`` (training) the batches are redrawn by ``set_epoch``; otherwise (evaluation) they are
+    the split in order, ``batch_size`` at a time."""
+
+    def __init__(self, split: CifarSplit, batch_sampler=None, batch_size: int = 0):
+        self.split, self.sampler = split, batch_sampler
+        self.batches = None
+        if batch_sampler is None:
+            self.batches = [np.arange(start, min(start + batch_size, len(split)))
+                            for start in range(0, len(split), batch_size)]
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """This epoch's augmentation and batches, leaving out the ``skip`` batches a stopped run already trained."""
+        self.split.set_epoch(epoch)
+        self.sampler.set_epoch(epoch, skip=skip)
+        self.batches = list(self.sampler)
+
+    def __len__(self):
+        return len(self.sampler) if self.batches is None else len(self.batches)
+
+    def __getitem__(self, b):
+        return self.split.batch(self.batches[b])
+
+
+def eval_loader(split: CifarSplit, batch_size: int, num_workers: int) -> paddle.io.DataLoader:
+    """The split in order, whole batches at a time (see ``Batches``)."""
+    return paddle.io.DataLoader(Batches(split, batch_size=batch_size), batch_size=None, num_workers=num_workers)
 
 
 def build_datasets(dl_cfg: dict, seed: int):
@@ -161,7 +242,7 @@ def build_datasets(dl_cfg: dict, seed: int):
     order = rng.permutation(n)
     train_idx = order[val_size:val_size + train_size] if train_size else order[val_size:]
     test_idx = rng.permutation(len(test_base))[:test_size] if test_size else np.arange(len(test_base))
-    augment = SeededCropFlip(size, seed) if aug else None
+    augment = SeededCropFlip(size, seed, n) if aug else None
     train = CifarSplit(train_base, np.sort(train_idx), size, norm, augment)
     val = CifarSplit(train_base, np.sort(order[:val_size]), size, norm) if val_size else None
     test = CifarSplit(test_base, np.sort(test_idx), size, norm)

@@ -41,7 +41,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import apply_overrides, check_resumable, resolve_threads, run_dir_of, save_config
-from .data import build_datasets
+from .data import Batches, build_datasets, eval_loader
 from .ema import ModelEma
 from .loop import STOP, evaluate, train_one_epoch
 from .optim import build_optimizer
@@ -90,13 +90,12 @@ def build_loaders(cfg, train, val, test):
     if len(train) < dl["batch_size"] * paddle.distributed.get_world_size():
         raise DataError(f"DataLoader.batch_size={dl['batch_size']} is larger than the {len(train)} training images; "
                          f"lower it with -o DataLoader.batch_size=...")
-    train_loader = DataLoader(train, batch_sampler=sampler, num_workers=dl["num_workers"])
+    train_loader = DataLoader(Batches(train, sampler), batch_size=None, num_workers=dl["num_workers"])
 
-    def eval_loader(ds):
-        return None if ds is None else DataLoader(ds, batch_size=dl["batch_size"], shuffle=False,
-                                                  num_workers=dl["num_workers"])
+    def loader(split):
+        return None if split is None else eval_loader(split, dl["batch_size"], dl["num_workers"])
 
-    return train_loader, eval_loader(val), eval_loader(test)
+    return train_loader, loader(val), loader(test)
 
 
 def model_from_config(cfg, pretrained=None):
@@ -202,12 +201,12 @@ def _build(cfg, device, rank0, world) -> dict:
         model = paddle.jit.to_static(model)
     if world > 1:
         model = paddle.DataParallel(model)
-    optimizer, scheduler = build_optimizer(cfg, model.parameters(), len(train_loader.batch_sampler), notify=rank0)
+    optimizer, scheduler = build_optimizer(cfg, model.parameters(), len(train_loader), notify=rank0)
     use_amp = glob_cfg["amp"] and device.startswith("gpu")
     if glob_cfg["amp"] and not use_amp and rank0:
         print("paddle_mbnet: Global.amp needs a GPU; training in float32", file=sys.stderr)
     return {"rank0": rank0, "device": device, "sizes": (len(train), len(val) if val else 0, len(test)),
-            "train_set": train, "train_loader": train_loader, "val_loader": val_loader, "test_loader": test_loader,
+            "train_loader": train_loader, "val_loader": val_loader, "test_loader": test_loader,
             "model": model, "optimizer": optimizer, "scheduler": scheduler,
             "scaler": paddle.amp.GradScaler() if use_amp else None,
             "ema": ModelEma(model, glob_cfg["ema_decay"]) if glob_cfg["ema_decay"] else None,
@@ -349,8 +348,7 @@ def _train_epoch(run, state, cfg, writer, progress) -> None:
     if run["resume_rng"] is not None:  # continuing a stopped epoch: dropout draws continue where they stopped
         paddle.set_rng_state(run["resume_rng"])
         run["resume_rng"] = None
-    run["train_set"].set_epoch(epoch)
-    run["train_loader"].batch_sampler.set_epoch(epoch, skip=state.batches_done)
+    run["train_loader"].dataset.set_epoch(epoch, skip=state.batches_done)
     stats = train_one_epoch(run["model"], run["train_loader"], run["optimizer"], run["scheduler"], state, cfg,
                             run["scaler"], writer, progress=progress and run["rank0"], ema=run["ema"])
     state.epoch, state.batches_done = epoch + 1, 0

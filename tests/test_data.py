@@ -1,0 +1,69 @@
+"""The data path: whole batches equal the image-by-image transforms, keyed augmentation, resumable batch order."""
+import numpy as np
+import pytest
+
+from paddle_mbnet.training import trainer
+from paddle_mbnet.training.config import load_config
+from paddle_mbnet.training.data import build_datasets, eval_loader, write_tiny_cifar10
+from helpers import ROOT
+
+
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory):
+    archive = write_tiny_cifar10(str(tmp_path_factory.mktemp("data") / "cifar-10-python.tar.gz"), 60, 20)
+    return load_config(f"{ROOT}/configs/mbv1_cifar.yaml", [f"DataLoader.data_file={archive}", "DataLoader.val_size=12",
+                                                           "DataLoader.batch_size=8", "DataLoader.num_workers=0"])
+
+
+def _one_by_one(split, positions):
+    pairs = [split[int(p)] for p in positions]
+    return np.stack([np.asarray(image) for image, _ in pairs]), np.stack([label for _, label in pairs])
+
+
+@pytest.mark.parametrize("epoch", [0, 3])
+def test_batch_equals_the_per_image_transforms(cfg, epoch):
+    train, val, _ = build_datasets(cfg["DataLoader"], seed=5)
+    train.set_epoch(epoch)
+    positions = np.array([7, 0, 33, 47, 7])
+    for split in (train, val):
+        images, labels = split.batch(positions[positions < len(split)])
+        want_images, want_labels = _one_by_one(split, positions[positions < len(split)])
+        assert images.dtype == np.float32 and labels.dtype == np.int64 and labels.shape == want_labels.shape
+        np.testing.assert_allclose(images, want_images, atol=1e-6)
+        np.testing.assert_array_equal(labels, want_labels)
+
+
+def test_augmentation_is_keyed_by_seed_epoch_and_image(cfg):
+    train, _, _ = build_datasets(cfg["DataLoader"], seed=5)
+    positions = np.arange(16)
+    train.set_epoch(1)
+    first = train.batch(positions)[0]
+    train.set_epoch(2)
+    other_epoch = train.batch(positions)[0]
+    again, _, _ = build_datasets(cfg["DataLoader"], seed=5)
+    again.set_epoch(1)
+    assert np.array_equal(again.batch(positions[::-1])[0], first[::-1])  # order and process do not matter
+    assert not np.array_equal(other_epoch, first)
+    other_seed, _, _ = build_datasets(cfg["DataLoader"], seed=6)
+    other_seed.set_epoch(1)
+    assert not np.array_equal(other_seed.batch(positions)[0], first)
+
+
+def test_resumed_epoch_skips_exactly_the_trained_batches(cfg):
+    train, val, test = build_datasets(cfg["DataLoader"], seed=5)
+    loader, _, _ = trainer.build_loaders(cfg, train, val, test)
+    loader.dataset.set_epoch(2)
+    full = [images.numpy() for images, _ in loader]
+    loader.dataset.set_epoch(2, skip=2)
+    rest = [images.numpy() for images, _ in loader]
+    assert len(full) == len(train) // 8 and len(rest) == len(full) - 2
+    for got, want in zip(rest, full[2:]):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_eval_loader_covers_the_split_in_order(cfg):
+    _, val, _ = build_datasets(cfg["DataLoader"], seed=5)
+    batches = list(eval_loader(val, batch_size=5, num_workers=0))
+    assert [labels.shape[0] for _, labels in batches] == [5, 5, 2]
+    labels = np.concatenate([labels.numpy() for _, labels in batches]).ravel()
+    np.testing.assert_array_equal(labels, val.labels())
