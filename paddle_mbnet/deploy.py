@@ -14,9 +14,8 @@ import paddle
 from .errors import CheckpointError
 
 
-def export(model, prefix: str, image_size: int) -> str:
-    """Save ``model`` for inference with input [N, 3, image_size, image_size]; returns the prefix."""
-    model.eval()
+def prepare_folder(prefix: str) -> None:
+    """Create the folder of an export prefix, or fail in one line when it cannot be."""
     folder = os.path.dirname(os.path.abspath(prefix))
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise CheckpointError(f"cannot export into {folder!r}: it is a file; pass a directory with --out")
@@ -25,6 +24,12 @@ def export(model, prefix: str, image_size: int) -> str:
     except OSError as e:
         raise CheckpointError(f"cannot create {folder!r} ({e.strerror or e}); pass another directory with --out") \
             from None
+
+
+def export(model, prefix: str, image_size: int) -> str:
+    """Save ``model`` for inference with input [N, 3, image_size, image_size]; returns the prefix."""
+    model.eval()
+    prepare_folder(prefix)
     spec = [paddle.static.InputSpec([None, 3, image_size, image_size], "float32", name="x")]
     paddle.jit.save(model, prefix, input_spec=spec)
     return prefix
@@ -37,8 +42,10 @@ def _model_file(prefix: str) -> str:
     raise CheckpointError(f"no inference model at {prefix}.json or {prefix}.pdmodel; run tools/export.py first")
 
 
-def create_predictor(prefix: str, threads: int = 1, onednn: bool = True, gpu: bool = False, tensorrt: bool = False):
-    """A ``paddle.inference`` predictor: oneDNN on CPU, optionally TensorRT on GPU."""
+def create_predictor(prefix: str, threads: int = 1, onednn: bool = True, gpu: bool = False, tensorrt: bool = False,
+                     int8_ops=None):
+    """A ``paddle.inference`` predictor: oneDNN on CPU, optionally TensorRT on GPU. ``int8_ops`` (operator types)
+    runs a quantized model's convolutions with oneDNN's int8 kernels (see ``paddle_mbnet.quantize``)."""
     from paddle import inference
 
     config = inference.Config(_model_file(prefix), prefix + ".pdiparams")
@@ -50,8 +57,10 @@ def create_predictor(prefix: str, threads: int = 1, onednn: bool = True, gpu: bo
     else:
         config.disable_gpu()
         config.set_cpu_math_library_num_threads(threads)
-        if onednn:
+        if onednn or int8_ops:
             config.enable_mkldnn()
+        if int8_ops:
+            config.enable_mkldnn_int8(set(int8_ops))
     config.disable_glog_info()
     config.switch_ir_optim(True)
     return inference.create_predictor(config)

@@ -32,7 +32,7 @@ def measure_speed(specs, input_size=224, batch_size=16, train_input_size=32, tra
     with tempfile.TemporaryDirectory(prefix="mbnet_engine_") as engine_dir:
         for spec in specs:
             records[spec], tasks[spec] = _prepare(spec, engine_dir, log, **options)
-        times = _time_rounds(tasks, repeats if timing else 0, warmup, log)
+        times = time_rounds(tasks, repeats if timing else 0, warmup, log)
     batches = {"latency": 1, "throughput": batch_size, "engine_latency": 1, "engine_throughput": batch_size,
                "train": train_batch}
     for spec in specs:
@@ -78,7 +78,7 @@ def _prepare(spec, engine_dir, log, input_size, batch_size, train_input_size, tr
     return record, tasks
 
 
-def _time_rounds(tasks, repeats, warmup, log) -> dict:
+def time_rounds(tasks, repeats, warmup, log) -> dict:
     """{spec: {kind: [seconds per round]}}: warm-up calls, then every model's calls once per round."""
     from ..training.runtime import synchronize
 
