@@ -7,7 +7,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run_tool(*args, check=True, timeout=300):
     """Run ``python tools/<args>`` from the repo root; returns the CompletedProcess."""
-    env = dict(os.environ, OMP_NUM_THREADS="2")
+    env = dict(os.environ)  # OMP_NUM_THREADS as conftest set it: the cores this test process may use
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", args[0]), *map(str, args[1:])],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:

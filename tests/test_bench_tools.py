@@ -1,6 +1,9 @@
 """The benchmark scripts run and print their figures (tiny sizes; no timing assertions)."""
 import re
 
+import numpy as np
+import pytest
+
 from paddle_mbnet.training.data import write_tiny_cifar10
 from helpers import run_tool
 
@@ -25,13 +28,50 @@ def test_bench_depthwise_prints_layer_and_step_ratios():
 def test_bench_data_prints_the_pipeline_to_training_ratio(tmp_path):
     archive = write_tiny_cifar10(str(tmp_path / "c.tar.gz"), 300, 10)
     out = run_tool("bench_data.py", "-c", "configs/mbv1_cifar.yaml", "-o", f"DataLoader.data_file={archive}",
-                   "-o", "DataLoader.batch_size=16", "-o", "DataLoader.val_size=50", "-o", "Arch.scale=0.25", "--batches", "4", "--steps", "1",
-                   "--threads", "1").stdout
+                   "-o", "DataLoader.batch_size=16", "-o", "DataLoader.val_size=50", "-o", "Arch.scale=0.25",
+                   "--batches", "4", "--steps", "1", "--threads", "1").stdout
     assert re.search(r"data pipeline +[\d.]+ img/s  \(64 images\)", out)
     assert re.search(r"pipeline / training = [\d.]+x", out)
 
 
 def test_bench_data_bad_archive_is_one_line(tmp_path):
-    proc = run_tool("bench_data.py", "-c", "configs/mbv1_cifar.yaml", "-o", f"DataLoader.data_file={tmp_path}/no.tar.gz",
-                    check=False)
+    proc = run_tool("bench_data.py", "-c", "configs/mbv1_cifar.yaml", "-o",
+                    f"DataLoader.data_file={tmp_path}/no.tar.gz", check=False)
     assert proc.returncode != 0 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bench_deploy_checks_both_formats_and_times_onnxruntime_where_installed():
+    import importlib.util
+
+    proc = run_tool("bench_deploy.py", "--models", "mobilenet_v1", "--input-size", "32", "--threads", "1",
+                    "--repeats", "2", "--warmup", "1", "--blocks", "1", check=False)
+    diffs = re.findall(r"mobilenet_v1 +(deploy path|legacy format) +max abs diff vs the dynamic model (\S+)",
+                       proc.stdout)
+    assert [variant for variant, _ in diffs] == ["deploy path", "legacy format"], proc.stdout + proc.stderr
+    assert all(float(diff) < 1e-3 for _, diff in diffs)
+    if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("torch"):
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert re.search(r"mobilenet_v1 / onnxruntime +[\d.]+ +[\d.]+ +1\.00x", proc.stdout)
+        assert re.search(r"mobilenet_v1 / deploy path +[\d.]+ +[\d.]+ +[\d.]+x", proc.stdout)
+    else:  # benchmark-only peers absent: one line saying how to install them
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        assert "pip install -r requirements-bench.txt" in proc.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2"])
+@pytest.mark.parametrize("small_input", [True, False])
+def test_the_pytorch_peer_has_our_parameters_and_output_size(name, small_input):
+    torch = pytest.importorskip("torch", reason="PyTorch is a benchmark-only peer (requirements-bench.txt)")
+    import paddle
+
+    import paddle_mbnet as pm
+    from paddle_mbnet.analysis import torch_peer
+
+    ours = pm.build_model(name, num_classes=10, small_input=small_input)
+    peer = torch_peer.build(name, small_input=small_input, num_classes=10).eval()
+    ours_trainable = sum(int(np.prod(p.shape)) for p in ours.parameters() if not p.stop_gradient)
+    assert sum(p.numel() for p in peer.parameters()) == ours_trainable
+    size = 32 if small_input else 64
+    with torch.no_grad():
+        peer_shape = list(peer(torch.zeros(1, 3, size, size)).shape)
+    assert peer_shape == list(ours.eval()(paddle.zeros([1, 3, size, size])).shape)

@@ -33,7 +33,6 @@ def test_notebook_runs_top_to_bottom_in_smoke_mode(monkeypatch):
     import nbformat
 
     monkeypatch.setenv("PADDLE_MBNET_SMOKE", "1")
-    monkeypatch.setenv("OMP_NUM_THREADS", "2")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
                             resources={"metadata": {"path": os.path.dirname(NOTEBOOK)}}).execute()

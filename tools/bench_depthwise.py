@@ -231,42 +231,7 @@ def _torch_steps(args):
     except ImportError:
         sys.exit("torch is not installed (optional: pip install torch==2.13.0 for the comparison)")
     torch.set_num_threads(args.threads)
-    from paddle_mbnet.models.layers import make_divisible
-    from paddle_mbnet.models.mobilenet_v1 import DEPTHWISE_SEPARABLE_SETTING
-    from paddle_mbnet.models.mobilenet_v2 import INVERTED_RESIDUAL_SETTING
-
-    def cba(i, o, k=1, s=1, g=1, act=nn.ReLU):
-        layers = [nn.Conv2d(i, o, k, s, (k - 1) // 2, groups=g, bias=False), nn.BatchNorm2d(o)]
-        return layers + ([act()] if act else [])
-
-    def v1():
-        layers, c_in = cba(3, 32, 3, 1), 32
-        for c, n, s in DEPTHWISE_SEPARABLE_SETTING:
-            for i in range(n):
-                layers += cba(c_in, c_in, 3, s if i == 0 else 1, c_in) + cba(c_in, c)
-                c_in = c
-        return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1024, 10))
-
-    class IR(nn.Module):
-        def __init__(self, i, o, s, t):
-            super().__init__()
-            h = i * t
-            self.res = s == 1 and i == o
-            self.conv = nn.Sequential(*(cba(i, h, act=nn.ReLU6) if t != 1 else []),
-                                      *cba(h, h, 3, s, h, nn.ReLU6), *cba(h, o, act=None))
-
-        def forward(self, x):
-            return x + self.conv(x) if self.res else self.conv(x)
-
-    def v2():
-        layers, c_in = cba(3, 32, 3, 1, act=nn.ReLU6), 32
-        for row, (t, c, n, s) in enumerate(INVERTED_RESIDUAL_SETTING):
-            s = 1 if row == 1 else s  # same CIFAR change as small_input=True
-            for i in range(n):
-                layers.append(IR(c_in, make_divisible(c), s if i == 0 else 1, t))
-                c_in = make_divisible(c)
-        layers += cba(c_in, 1280, act=nn.ReLU6)
-        return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(1280, 10))
+    from paddle_mbnet.analysis import torch_peer
 
     def step_fn(model, memory_format=torch.contiguous_format):
         model = model.to(memory_format=memory_format)
@@ -282,8 +247,9 @@ def _torch_steps(args):
 
         return step
 
-    return {name: {"torch NCHW": step_fn(build()), "torch channels_last": step_fn(build(), torch.channels_last)}
-            for name, build in (("mobilenet_v1", v1), ("mobilenet_v2", v2))}
+    return {name: {"torch NCHW": step_fn(torch_peer.build(name)),
+                   "torch channels_last": step_fn(torch_peer.build(name), torch.channels_last)}
+            for name in ("mobilenet_v1", "mobilenet_v2")}
 
 
 if __name__ == "__main__":

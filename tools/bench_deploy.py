@@ -1,0 +1,155 @@
+"""Batch-1 CPU latency of the deploy path against ONNX Runtime, the runtime most CPU deployments pick.
+
+    python tools/bench_deploy.py [--models mobilenet_v1,mobilenet_v2] [--input-size 224] [--threads 2]
+                                 [--repeats 50] [--blocks 3]
+
+Paddle side: the project's deploy path (``paddle_mbnet.deploy``: paddle.jit.save + Paddle Inference with oneDNN,
+what compare.py reports as engine_latency_ms_p50) and the same model saved in the legacy program format. Each is
+checked against the dynamic model first (largest output difference printed). ONNX Runtime side: the same
+architecture in PyTorch (built from our tables, random weights), exported with torch.onnx.export and run by
+onnxruntime in a child process, since two runtimes' thread pools in one process slow each other down. The two
+sides alternate in --blocks blocks; each block warms up, then times --repeats calls of every model (interleaved);
+figures are medians and p90 over all blocks, and the ratio is paddle / onnxruntime (below 1 = paddle faster).
+PyTorch and onnxruntime are benchmark-only: pip install -r requirements-bench.txt.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import _bootstrap
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="mobilenet_v1,mobilenet_v2")
+    p.add_argument("--input-size", type=int, default=224)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=50, help="timed calls per model and block")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--blocks", type=int, default=3, help="alternations of the paddle and onnxruntime sides")
+    p.add_argument("--ort-only", action="store_true", help=argparse.SUPPRESS)  # the child process
+    args = p.parse_args(argv)
+    if min(args.repeats, args.blocks, args.input_size) < 1 or args.warmup < 0:
+        p.error("--repeats, --blocks and --input-size must be >= 1, --warmup >= 0")
+    return args
+
+
+def _rounds(calls, repeats, warmup):
+    """{name: [seconds per call]}: warm-up, then every call once per round."""
+    import time
+
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    times = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            started = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - started)
+    return times
+
+
+def _ort_sessions(args, folder):
+    """{model: a callable running one batch-1 image through onnxruntime} and the versions used."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from paddle_mbnet.analysis import torch_peer
+
+    torch.set_num_threads(args.threads)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    image = np.random.RandomState(0).randn(1, 3, args.input_size, args.input_size).astype("float32")
+    calls = {}
+    for name in args.models.split(","):
+        model = torch_peer.build(name, small_input=False, num_classes=1000).eval()
+        path = os.path.join(folder, f"{name}.onnx")
+        torch.onnx.export(model, torch.from_numpy(image), path, input_names=["x"], output_names=["y"], dynamo=False)
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        calls[name] = (lambda s=session: s.run(None, {"x": image}))
+    return calls, {"onnxruntime": ort.__version__, "torch": torch.__version__}
+
+
+def _ort_child(args):
+    with tempfile.TemporaryDirectory() as folder:
+        calls, versions = _ort_sessions(args, folder)
+        times = _rounds(calls, args.repeats, args.warmup)
+    print(json.dumps({"times": times, "versions": versions}))
+
+
+def _ort_block(argv):
+    argv = [a for a in (sys.argv[1:] if argv is None else argv)]
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--ort-only"], capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        sys.exit(f"error: the onnxruntime side failed ({last}); pip install -r requirements-bench.txt")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _paddle_calls(args, folder):
+    """{"model / variant": callable}, each inference model checked against the dynamic one first."""
+    import numpy as np
+    import paddle
+
+    from paddle_mbnet import build_model, deploy
+
+    image = np.random.RandomState(0).randn(1, 3, args.input_size, args.input_size).astype("float32")
+    calls = {}
+    for name in args.models.split(","):
+        model = build_model(name, num_classes=1000).eval()
+        want = model(paddle.to_tensor(image)).numpy()
+        prefixes = {"deploy path": deploy.export(model, os.path.join(folder, name, "pir", "inference"),
+                                                 args.input_size)}
+        with paddle.pir_utils.OldIrGuard():  # the legacy .pdmodel program format
+            prefixes["legacy format"] = deploy.export(model, os.path.join(folder, name, "legacy", "inference"),
+                                                      args.input_size)
+        for variant, prefix in prefixes.items():
+            predictor = deploy.create_predictor(prefix, threads=args.threads)
+            diff = float(np.abs(deploy.run_predictor(predictor, image) - want).max())
+            print(f"{name:13s} {variant:14s} max abs diff vs the dynamic model {diff:.2e}")
+            calls[f"{name} / {variant}"] = (lambda p=predictor: deploy.run_predictor(p, image))
+    return calls
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    args.threads = _bootstrap.set_threads(args.threads)
+    if args.ort_only:
+        return _ort_child(args)
+    import numpy as np
+
+    from paddle_mbnet.analysis.benchmark import env_header
+
+    print(env_header())
+    print(f"batch 1 at {args.input_size}x{args.input_size}, {args.threads} threads, {args.blocks} blocks x "
+          f"{args.repeats} timed calls per model after {args.warmup} warm-up calls; paddle and onnxruntime in "
+          f"separate processes, alternating")
+    times, versions = {}, {}
+    with tempfile.TemporaryDirectory() as folder:
+        calls = _paddle_calls(args, folder)
+        for _ in range(args.blocks):
+            for key, values in _rounds(calls, args.repeats, args.warmup).items():
+                times.setdefault(key, []).extend(values)
+            block = _ort_block(argv)
+            versions = block["versions"]
+            for name, values in block["times"].items():
+                times.setdefault(f"{name} / onnxruntime", []).extend(values)
+    print(", ".join(f"{k} {v}" for k, v in versions.items()))
+    print(f"{'model / runtime':40s} {'p50 ms':>8s} {'p90 ms':>8s} {'vs onnxruntime':>15s}")
+    for name in args.models.split(","):
+        reference = float(np.median(times[f"{name} / onnxruntime"]))
+        for key in [k for k in times if k.startswith(name + " /")]:
+            ms = 1000 * np.asarray(times[key])
+            print(f"{key:40s} {np.median(ms):8.2f} {np.percentile(ms, 90):8.2f} "
+                  f"{np.median(ms) / 1000 / reference:14.2f}x")
+
+
+if __name__ == "__main__":
+    main()
