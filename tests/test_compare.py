@@ -226,8 +226,11 @@ def test_ctrl_c_during_a_run_keeps_its_checkpoint_and_the_rerun_resumes(tmp_path
             archive, "--train-size", "0", "--val-size", "16", "--test-size", "20", "-o", "DataLoader.batch_size=8",
             "-o", "DataLoader.num_workers=0", "-o", "Global.log_interval=1", "--out", out]
     run = os.path.join(out, "runs", "mobilenet_v1_a0.25")
+    # A terminal's Ctrl-C reaches a process whose SIGINT has the default action; a pytest-xdist worker ignores
+    # SIGINT, and children inherit that, so the default is restored for this one.
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"), start_new_session=True)
+                            env=dict(os.environ, OMP_NUM_THREADS="1"), start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while not os.path.isdir(os.path.join(run, "vdl")) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)

@@ -5,11 +5,13 @@
 
 Paddle side: the project's deploy path (``paddle_mbnet.deploy``: paddle.jit.save + Paddle Inference with oneDNN,
 what compare.py reports as engine_latency_ms_p50) and the same model saved in the legacy program format. Each is
-checked against the dynamic model first (largest output difference printed). ONNX Runtime side: the same
-architecture in PyTorch (built from our tables, random weights), exported with torch.onnx.export and run by
-onnxruntime in a child process, since two runtimes' thread pools in one process slow each other down. The two
-sides alternate in --blocks blocks; each block warms up, then times --repeats calls of every model (interleaved);
-figures are medians and p90 over all blocks, and the ratio is paddle / onnxruntime (below 1 = paddle faster).
+checked against the dynamic model first (largest output difference, relative to the largest output, printed).
+ONNX Runtime side: the same architecture in PyTorch (built from our tables, random weights), exported with
+torch.onnx.export and run by onnxruntime. Each side runs in a child process of its own, one block at a time: a
+runtime's idle thread pool in the same process, or in a parent waiting for the child, slows the other down. The
+two sides alternate in --blocks blocks; each block warms up, then times --repeats calls of every model
+(paddle's variants interleaved, onnxruntime's sessions one after another); figures are medians and p90 over
+all blocks, and the ratio is paddle / onnxruntime (below 1 = paddle faster).
 PyTorch and onnxruntime are benchmark-only: pip install -r requirements-bench.txt.
 """
 import argparse
@@ -30,7 +32,7 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=50, help="timed calls per model and block")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--blocks", type=int, default=3, help="alternations of the paddle and onnxruntime sides")
-    p.add_argument("--ort-only", action="store_true", help=argparse.SUPPRESS)  # the child process
+    p.add_argument("--side", choices=("paddle", "onnxruntime"), help=argparse.SUPPRESS)  # a child process
     args = p.parse_args(argv)
     if min(args.repeats, args.blocks, args.input_size) < 1 or args.warmup < 0:
         p.error("--repeats, --blocks and --input-size must be >= 1, --warmup >= 0")
@@ -53,8 +55,9 @@ def _rounds(calls, repeats, warmup):
     return times
 
 
-def _ort_sessions(args, folder):
-    """{model: a callable running one batch-1 image through onnxruntime} and the versions used."""
+def _ort_times(args, folder):
+    """({model: [seconds per batch-1 call]}, versions) through onnxruntime, one session alive at a time: each
+    session keeps its own spinning thread pool, and two of them interleaved slow each other down."""
     import numpy as np
     import onnxruntime as ort
     import torch
@@ -66,31 +69,37 @@ def _ort_sessions(args, folder):
     options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     image = np.random.RandomState(0).randn(1, 3, args.input_size, args.input_size).astype("float32")
-    calls = {}
+    times = {}
     for name in args.models.split(","):
         model = torch_peer.build(name, small_input=False, num_classes=1000).eval()
         path = os.path.join(folder, f"{name}.onnx")
         torch.onnx.export(model, torch.from_numpy(image), path, input_names=["x"], output_names=["y"], dynamo=False)
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        calls[name] = (lambda s=session: s.run(None, {"x": image}))
-    return calls, {"onnxruntime": ort.__version__, "torch": torch.__version__}
+        times.update(_rounds({name: lambda s=session: s.run(None, {"x": image})}, args.repeats, args.warmup))
+        del session
+    return times, {"onnxruntime": ort.__version__, "torch": torch.__version__}
 
 
-def _ort_child(args):
+def _child(args):
+    """One block of one side: build, check, time; the last line printed is JSON."""
     with tempfile.TemporaryDirectory() as folder:
-        calls, versions = _ort_sessions(args, folder)
-        times = _rounds(calls, args.repeats, args.warmup)
+        if args.side == "paddle":  # one thread pool for every predictor: the variants are timed interleaved
+            times, versions = _rounds(_paddle_calls(args, folder), args.repeats, args.warmup), {}
+        else:
+            times, versions = _ort_times(args, folder)
     print(json.dumps({"times": times, "versions": versions}))
 
 
-def _ort_block(argv):
+def _block(argv, side):
     argv = [a for a in (sys.argv[1:] if argv is None else argv)]
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--ort-only"], capture_output=True,
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--side", side], capture_output=True,
                           text=True)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        sys.exit(f"error: the onnxruntime side failed ({last}); pip install -r requirements-bench.txt")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        fix = "; pip install -r requirements-bench.txt" if side == "onnxruntime" else ""
+        sys.exit(f"error: the {side} side failed ({last}){fix}")
+    lines = proc.stdout.strip().splitlines()
+    return lines[:-1], json.loads(lines[-1])
 
 
 def _paddle_calls(args, folder):
@@ -112,8 +121,9 @@ def _paddle_calls(args, folder):
                                                       args.input_size)
         for variant, prefix in prefixes.items():
             predictor = deploy.create_predictor(prefix, threads=args.threads)
-            diff = float(np.abs(deploy.run_predictor(predictor, image) - want).max())
-            print(f"{name:13s} {variant:14s} max abs diff vs the dynamic model {diff:.2e}")
+            diff = float(np.abs(deploy.run_predictor(predictor, image) - want).max() / np.abs(want).max())
+            print(f"{name:13s} {variant:14s} max abs diff vs the dynamic model, relative to its largest output "
+                  f"{diff:.2e}")
             calls[f"{name} / {variant}"] = (lambda p=predictor: deploy.run_predictor(p, image))
     return calls
 
@@ -121,8 +131,8 @@ def _paddle_calls(args, folder):
 def main(argv=None):
     args = parse_args(argv)
     args.threads = _bootstrap.set_threads(args.threads)
-    if args.ort_only:
-        return _ort_child(args)
+    if args.side:
+        return _child(args)
     import numpy as np
 
     from paddle_mbnet.analysis.benchmark import env_header
@@ -132,15 +142,16 @@ def main(argv=None):
           f"{args.repeats} timed calls per model after {args.warmup} warm-up calls; paddle and onnxruntime in "
           f"separate processes, alternating")
     times, versions = {}, {}
-    with tempfile.TemporaryDirectory() as folder:
-        calls = _paddle_calls(args, folder)
-        for _ in range(args.blocks):
-            for key, values in _rounds(calls, args.repeats, args.warmup).items():
-                times.setdefault(key, []).extend(values)
-            block = _ort_block(argv)
-            versions = block["versions"]
-            for name, values in block["times"].items():
-                times.setdefault(f"{name} / onnxruntime", []).extend(values)
+    for index in range(args.blocks):
+        checks, block = _block(argv, "paddle")
+        if index == 0:
+            print("\n".join(line for line in checks if "max abs diff" in line))
+        for key, values in block["times"].items():
+            times.setdefault(key, []).extend(values)
+        _, block = _block(argv, "onnxruntime")
+        versions = block["versions"]
+        for name, values in block["times"].items():
+            times.setdefault(f"{name} / onnxruntime", []).extend(values)
     print(", ".join(f"{k} {v}" for k, v in versions.items()))
     print(f"{'model / runtime':40s} {'p50 ms':>8s} {'p90 ms':>8s} {'vs onnxruntime':>15s}")
     for name in args.models.split(","):
