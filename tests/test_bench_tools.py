@@ -49,7 +49,7 @@ def test_bench_deploy_checks_both_formats_and_times_onnxruntime_where_installed(
                        r"its largest output (\S+)", proc.stdout)
     assert [variant for variant, _ in diffs] == ["deploy path", "legacy format"], proc.stdout + proc.stderr
     assert all(float(diff) < 1e-3 for _, diff in diffs)
-    if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("torch"):
+    if all(importlib.util.find_spec(name) for name in ("onnxruntime", "onnx", "torch")):
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert re.search(r"mobilenet_v1 / onnxruntime +[\d.]+ +[\d.]+ +1\.00x", proc.stdout)
         assert re.search(r"mobilenet_v1 / deploy path +[\d.]+ +[\d.]+ +[\d.]+x", proc.stdout)
@@ -71,7 +71,9 @@ def test_the_pytorch_peer_has_our_parameters_and_output_size(name, small_input):
     peer = torch_peer.build(name, small_input=small_input, num_classes=10).eval()
     ours_trainable = sum(int(np.prod(p.shape)) for p in ours.parameters() if not p.stop_gradient)
     assert sum(p.numel() for p in peer.parameters()) == ours_trainable
-    size = 32 if small_input else 64
-    with torch.no_grad():
-        peer_shape = list(peer(torch.zeros(1, 3, size, size)).shape)
-    assert peer_shape == list(ours.eval()(paddle.zeros([1, 3, size, size])).shape)
+    # the same convolutions in the same order, with the same strides (where the CIFAR changes apply)
+    peer_convs = [(m.in_channels, m.out_channels, m.groups, m.stride[0]) for m in peer.modules()
+                  if isinstance(m, torch.nn.Conv2d)]
+    our_convs = [(layer._in_channels, layer._out_channels, layer._groups, layer._stride[0])
+                 for layer in ours.sublayers() if isinstance(layer, paddle.nn.Conv2D)]
+    assert peer_convs == our_convs

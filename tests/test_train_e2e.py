@@ -153,13 +153,13 @@ def test_eval_predict_export_tools(full_run, tmp_path):
     assert diff < 1e-4
 
 
-
 def test_quantize_writes_a_loadable_int8_model_and_its_report(full_run, tmp_path):
     from paddle_mbnet import deploy, quantize
 
     out, _ = full_run
     proc = run_tool("quantize.py", out, "--calib", 16, "--repeats", 2, "--threads", 1, "--out", tmp_path / "q")
-    report = json.load(open(tmp_path / "q" / "quantize.json"))
+    with open(tmp_path / "q" / "quantize.json") as handle:
+        report = json.load(handle)
     assert report["test_images"] == 24 and report["calib_images"] == 16 and "same top-1" in proc.stdout
     for key in ("fp32_acc", "int8_acc", "top1_agreement"):
         assert 0 <= report[key] <= 1, key
@@ -167,13 +167,14 @@ def test_quantize_writes_a_loadable_int8_model_and_its_report(full_run, tmp_path
     # int8 weights on disk: the int8 parameter file is much smaller than the float32 one
     int8_bytes, fp32_bytes = (os.path.getsize(report[k] + ".pdiparams") for k in ("int8_model", "fp32_model"))
     assert int8_bytes < 0.6 * fp32_bytes
-    x = np.random.RandomState(1).randn(4, 3, 32, 32).astype("float32")
-    want = deploy.run_predictor(deploy.create_predictor(report["fp32_model"]), x)
-    got = deploy.run_predictor(deploy.create_predictor(report["int8_model"], int8_ops=quantize.INT8_OPS), x)
+    images = np.random.RandomState(1).randn(4, 3, 32, 32).astype("float32")
+    want = deploy.run_predictor(deploy.create_predictor(report["fp32_model"]), images)
+    got = deploy.run_predictor(deploy.create_predictor(report["int8_model"], int8_ops=quantize.INT8_OPS), images)
     assert got.shape == want.shape and np.abs(got - want).max() < 0.25 * np.abs(want).max()
 
     proc = run_tool("quantize.py", out, "--weight-observer", "bogus", check=False)
     assert proc.returncode != 0 and "--weight-observer" in proc.stderr and "Traceback" not in proc.stderr
+
 
 def test_missing_and_corrupt_archives(tmp_path):
     cfg = load_config(None, [f"DataLoader.data_file={tmp_path}/nope.tar.gz"])

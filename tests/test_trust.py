@@ -5,6 +5,7 @@ import io
 import json
 import os
 import pickle
+import sys
 import tarfile
 
 import numpy as np
@@ -165,6 +166,12 @@ def test_every_bad_input_ends_the_command_with_one_line(tmp_path, archive, monke
     """The table above through tools/train.py's main (in this process: no interpreter start per case), plus an
     output directory nobody may write: each ends the command with a one-line message and a non-zero exit."""
     monkeypatch.syspath_prepend(os.path.join(ROOT, "tools"))
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # the tool sets them; later tests keep this process's
+        if name in os.environ:
+            monkeypatch.setenv(name, os.environ[name])
+        else:
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.delitem(sys.modules, "train", raising=False)
     train_tool = importlib.import_module("train")
     cases = _bad_inputs(tmp_path, archive) + [(["Global.output_dir=/sys/mbnet_run"], CheckpointError,
                                                "cannot write to Global.output_dir='/sys/mbnet_run'")]

@@ -91,7 +91,7 @@ def _child(args):
 
 
 def _block(argv, side):
-    argv = [a for a in (sys.argv[1:] if argv is None else argv)]
+    argv = list(sys.argv[1:] if argv is None else argv)
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--side", side], capture_output=True,
                           text=True)
     if proc.returncode != 0:

@@ -23,8 +23,8 @@ def parse_args(argv=None):
     p.add_argument("run", help="run directory (best.pdckpt, else last.pdckpt) or checkpoint file")
     p.add_argument("--calib", type=int, default=512, help="training images to calibrate on")
     p.add_argument("--out", help="output directory (default: <run dir>/quantized)")
-    p.add_argument("--weight-observer", default="channel", help="int8 weight scales per output 'channel' or per "
-                                                                "'tensor'")
+    p.add_argument("--weight-observer", default="channel", choices=("channel", "tensor"),
+                   help="int8 weight scales per output channel (default) or one per tensor")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = every available core)")
     p.add_argument("--repeats", type=int, default=50, help="timed batch-1 rounds")
     p.add_argument("--test-size", type=int, default=0, help="test images to evaluate (0 = all)")
@@ -37,7 +37,9 @@ def parse_args(argv=None):
 
 
 def _data(cfg, calib: int, test_size: int):
-    """(calibration batches of training images, the test split)."""
+    """(calibration batches of ``calib`` training images drawn with the run's seed, the test split)."""
+    import numpy as np
+
     from paddle_mbnet.errors import DataError
     from paddle_mbnet.training.data import build_datasets
 
@@ -45,8 +47,8 @@ def _data(cfg, calib: int, test_size: int):
     train, _, test = build_datasets(dl, cfg["Global"]["seed"])
     if calib > len(train):
         raise DataError(f"--calib {calib} is more than the {len(train)} training images; lower it")
-    batch = min(calib, 64)
-    batches = [train.batch(range(start, min(start + batch, calib)))[0] for start in range(0, calib, batch)]
+    chosen = np.random.RandomState(cfg["Global"]["seed"]).permutation(len(train))[:calib]
+    batches = [train.batch(chosen[start:start + 64])[0] for start in range(0, calib, 64)]
     return batches, test
 
 
@@ -85,7 +87,6 @@ def main(argv=None):
 
     try:
         cfg, model, ckpt = trainer.load_run(args.run, args.override)
-        quantize.quant_config(args.weight_observer)  # refuse a bad observer before any work
         size = cfg["DataLoader"]["image_size"]
         out = args.out or os.path.join(os.path.dirname(ckpt["path"]), "quantized")
         calibration, test = _data(cfg, args.calib, args.test_size)
@@ -107,8 +108,8 @@ def main(argv=None):
               "threads": args.threads, "fp32_acc": accuracy["fp32"], "int8_acc": accuracy["int8"],
               "top1_agreement": agreement, "fp32_latency_ms": latency["fp32"], "int8_latency_ms": latency["int8"],
               "fp32_model": fp32_prefix, "int8_model": int8_prefix}
-    with open(os.path.join(out, "quantize.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    with open(os.path.join(out, "quantize.json"), "w") as handle:
+        json.dump(result, handle, indent=2)
     print(f"{cfg['Arch']['name']}, {len(test)} test images, batch-1 latency median of {args.repeats} rounds, "
           f"{args.threads} threads, calibrated on {args.calib} training images ({args.weight_observer} weight scales)")
     print(f"{'':6s} {'top-1':>8s} {'latency ms':>11s}")

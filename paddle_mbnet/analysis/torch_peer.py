@@ -43,8 +43,9 @@ def build(name: str, small_input: bool = True, num_classes: int = 10):
             return x + self.conv(x) if self.residual else self.conv(x)
 
     layers, c_in = cba(3, 32, 3, stem_stride, act=nn.ReLU6), 32
+    first_downsampling_row = next(i for i, row in enumerate(INVERTED_RESIDUAL_SETTING) if row[3] == 2)
     for row, (t, c, n, s) in enumerate(INVERTED_RESIDUAL_SETTING):
-        s = 1 if small_input and row == 1 else s  # the same CIFAR change as small_input=True
+        s = 1 if small_input and row == first_downsampling_row else s  # the same CIFAR change as small_input=True
         for i in range(n):
             layers.append(InvertedResidual(c_in, make_divisible(c), s if i == 0 else 1, t))
             c_in = make_divisible(c)

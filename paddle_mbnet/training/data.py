@@ -199,22 +199,27 @@ class Batches(paddle.io.Dataset):
 
     def __init__(self, split: CifarSplit, batch_sampler=None, batch_size: int = 0):
         self.split, self.sampler = split, batch_sampler
-        self.batches = None
-        if batch_sampler is None:
+        if batch_sampler is not None:
+            self.set_epoch(0)
+        elif batch_size < 1:
+            raise ValueError(f"Batches over a split in order needs a batch_size >= 1, got {batch_size}")
+        else:
             self.batches = [np.arange(start, min(start + batch_size, len(split)))
                             for start in range(0, len(split), batch_size)]
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         """This epoch's augmentation and batches, leaving out the ``skip`` batches a stopped run already trained."""
+        if self.sampler is None:
+            raise ValueError("these batches are the split in order (evaluation): they have no epochs")
         self.split.set_epoch(epoch)
         self.sampler.set_epoch(epoch, skip=skip)
         self.batches = list(self.sampler)
 
     def __len__(self):
-        return len(self.sampler) if self.batches is None else len(self.batches)
+        return len(self.batches)
 
-    def __getitem__(self, b):
-        return self.split.batch(self.batches[b])
+    def __getitem__(self, batch_index):
+        return self.split.batch(self.batches[batch_index])
 
 
 def eval_loader(split: CifarSplit, batch_size: int, num_workers: int) -> paddle.io.DataLoader:
