@@ -40,19 +40,11 @@ def parse_args(argv=None):
 
 
 def _rounds(calls, repeats, warmup):
-    """{name: [seconds per call]}: warm-up, then every call once per round."""
-    import time
+    """{name: [seconds per call]}: warm-up, then every call once per round (the comparison's own timer)."""
+    from paddle_mbnet.analysis.speed import time_rounds
 
-    for call in calls.values():
-        for _ in range(warmup):
-            call()
-    times = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
-            started = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - started)
-    return times
+    times = time_rounds({name: {"call": call} for name, call in calls.items()}, repeats, warmup, log=lambda _: None)
+    return {name: kinds["call"] for name, kinds in times.items()}
 
 
 def _ort_times(args, folder):

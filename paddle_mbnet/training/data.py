@@ -68,13 +68,12 @@ class SeededCropFlip:
         """A batch of NCHW images, the same crops and flips as ``__call__`` gives them one by one."""
         offsets, flips = self.draws(index)
         height, width = images.shape[2:]
-        pad = self.pad
-        padded = np.pad(images, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-        out = np.empty_like(images)
-        for k, (top, left) in enumerate(offsets):
-            out[k] = padded[k, :, top:top + height, left:left + width]
-        out[flips] = out[flips][..., ::-1]
-        return out
+        padded = np.pad(images, ((0, 0), (0, 0), (self.pad, self.pad), (self.pad, self.pad)))
+        rows = offsets[:, :1] + np.arange(height)  # [N, H]: each image's crop rows in the padded image
+        across = np.where(flips[:, None], np.arange(width)[::-1], np.arange(width))  # a flip reads columns backwards
+        cols = offsets[:, 1:] + across  # [N, W]
+        return padded[np.arange(len(images))[:, None, None, None], np.arange(images.shape[1])[None, :, None, None],
+                      rows[:, None, :, None], cols[:, None, None, :]]
 
 
 def _default_archive() -> str:
