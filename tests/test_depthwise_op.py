@@ -12,7 +12,7 @@ import pytest
 import paddle_mbnet as pm
 from paddle_mbnet.cpu import ops
 
-pytestmark = pytest.mark.skipif(not ops.custom_depthwise_available(), reason="no C++ compiler to build the op")
+pytestmark = pytest.mark.skipif(not ops.custom_ops_available(), reason="no C++ compiler to build the op")
 
 
 def _grads(fn, x, w):
@@ -111,8 +111,9 @@ def test_models_train_as_accurately_with_either_kernel(name):
 
 
 def test_export_falls_back_to_paddle_kernel(tmp_path):
-    """jit.save traces the static graph, where DepthwiseConv2D uses conv2d: the model needs no custom op."""
-    model = pm.MobileNetV2(num_classes=10, small_input=True, scale=0.5, depthwise="custom", pointwise="matmul")
+    """jit.save traces the static graph, where our layers use paddle's kernels: the model needs no custom op."""
+    model = pm.MobileNetV2(num_classes=10, small_input=True, scale=0.5, depthwise="custom", pointwise="matmul",
+                           batchnorm="custom")
     model.eval()
     path = str(tmp_path / "inference")
     paddle.jit.save(model, path, input_spec=[paddle.static.InputSpec([None, 3, 32, 32], "float32")])
@@ -120,17 +121,18 @@ def test_export_falls_back_to_paddle_kernel(tmp_path):
     x = paddle.randn([2, 3, 32, 32])
     _close(loaded(x).numpy(), model(x).numpy())
     program_files = list(tmp_path.iterdir())
-    assert not any(b"mbnet_depthwise" in f.read_bytes() for f in program_files if f.is_file())
+    for op_name in (b"mbnet_depthwise_conv2d", b"mbnet_batchnorm_act"):
+        assert not any(op_name in f.read_bytes() for f in program_files if f.is_file())
 
 
 def test_built_op_is_reused_from_another_checkout(tmp_path):
     """The op is compiled once per source/paddle/CPU: a copy of the package elsewhere (a second clone,
     a notebook's working copy) loads the cached library instead of rebuilding it."""
-    so = os.path.join(ops._build_dir(), "mbnet_depthwise", "mbnet_depthwise.so")
+    so = os.path.join(ops._build_dir(), "mbnet_ops", "mbnet_ops.so")
     before = os.stat(so).st_mtime_ns
     shutil.copytree(os.path.dirname(pm.__file__), tmp_path / "paddle_mbnet",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    code = ("import paddle, paddle_mbnet.cpu.ops as o; o.custom_depthwise_available(required=True); "
+    code = ("import paddle, paddle_mbnet.cpu.ops as o; o.custom_ops_available(required=True); "
             "x = paddle.ones([1, 2, 4, 4]); print(float(o.depthwise_conv2d(x, paddle.ones([2, 1, 3, 3])).sum()))")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -143,6 +145,6 @@ def test_built_op_is_reused_from_another_checkout(tmp_path):
 def test_op_shares_paddles_openmp_runtime():
     """Linked to paddle's libiomp5, not GCC's libgomp: two OpenMP thread pools in one process spin on the
     same cores (a MobileNetV1 step ran ~1.5x slower that way on the project's VM)."""
-    with open(os.path.join(ops._build_dir(), "mbnet_depthwise", "mbnet_depthwise.so"), "rb") as f:
+    with open(os.path.join(ops._build_dir(), "mbnet_ops", "mbnet_ops.so"), "rb") as f:
         library = f.read()
     assert b"libiomp5.so" in library and b"libgomp.so" not in library

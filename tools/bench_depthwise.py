@@ -1,4 +1,5 @@
-"""Speed of our depthwise operator and matmul 1x1 convs vs paddle's kernels (and PyTorch) on MobileNetV1/V2.
+"""Speed of our CPU kernels (depthwise op, matmul 1x1 convs, fused BatchNorm + activation) vs paddle's kernels
+and PyTorch on MobileNetV1/V2.
 
     python tools/bench_depthwise.py [--threads 2] [--batch 128] [--steps 5] [--profile]
 
@@ -6,15 +7,16 @@ Two levels, both at batch 128 and 32x32 with small_input=True:
 - the operator alone: forward + backward (input and weight grads) of every depthwise
   layer of the network, our op vs F.conv2d(groups=C), summed over the layers;
 - a whole training step (Adam) of the network: "paddle" (paddle's kernels throughout), "custom"
-  (our depthwise op, paddle's 1x1 conv2d), "custom+auto" (our op, and
-  1x1 convs on maps of <= 16 pixels as one matmul: the CPU default) and the same architecture in
-  PyTorch, if it imports, in both memory formats (NCHW and channels_last), with the ratios.
+  (our depthwise op, paddle's 1x1 conv2d), "custom+auto" (our op, and 1x1 convs on maps of <= 16
+  pixels as one matmul), "custom+auto+bn" (also BatchNorm + activation as our fused op: the CPU
+  default) and the same architecture in PyTorch, if it imports, in both memory formats (NCHW and
+  channels_last), with the ratios.
 The header gives paddle's sgemm speed on this machine; each step also in GFLOP/s (6 x forward mult-adds).
 Each round times every paddle variant in turn (interleaved, so drift hits all alike) after
 warm-up; figures are medians over the rounds, with the spread. PyTorch is timed the same way
 in a child process, so that no paddle thread pool shares its process (two OpenMP runtimes in
 one process spin on the same cores and slow each other down; see paddle_mbnet/ops). --profile then runs
-paddle.profiler over a few steps with our op and prints where the step's time goes,
+paddle.profiler over a few steps with our ops and prints where the step's time goes,
 per operator type.
 """
 import argparse
@@ -25,7 +27,10 @@ import sys
 
 import _bootstrap
 
-STEP_VARIANTS = {"paddle": ("paddle", "paddle"), "custom": ("custom", "paddle"), "custom+auto": ("custom", "auto")}
+# label: (depthwise, pointwise, batchnorm) keywords of the model
+STEP_VARIANTS = {"paddle": ("paddle", "paddle", "paddle"), "custom": ("custom", "paddle", "paddle"),
+                 "custom+auto": ("custom", "auto", "paddle"), "custom+auto+bn": ("custom", "auto", "custom")}
+DEFAULT_VARIANT = "custom+auto+bn"
 
 
 def main(argv=None):
@@ -66,8 +71,8 @@ def main(argv=None):
     torch_times = _torch_in_own_process(argv)
     for name in args.models.split(","):
         variants = {}
-        for label, (dw, pw) in STEP_VARIANTS.items():
-            model = build_model(name, num_classes=10, small_input=True, depthwise=dw, pointwise=pw)
+        for label, (dw, pw, bn) in STEP_VARIANTS.items():
+            model = build_model(name, num_classes=10, small_input=True, depthwise=dw, pointwise=pw, batchnorm=bn)
             variants[label] = train_step_fn(model, args.batch, 32)
         times = _interleaved(variants, args.steps)
         times.update({label: np.array(v) for label, v in torch_times.get(name, {}).items()})
@@ -92,8 +97,8 @@ def _report_step(name, times, args, gflop_per_image):
         ms = np.array(v) * 1000
         print(f"{name:13s} {k:22s} {ips[k]:7.1f} img/s  {ips[k] * gflop_per_image:6.1f} GFLOP/s  "
               f"{np.median(ms):8.1f} ms/step  (min {ms.min():.1f}, max {ms.max():.1f})")
-    best = "custom+auto"
-    ratios = [f"custom {ips['custom'] / ips['paddle']:.2f}x and {best} {ips[best] / ips['paddle']:.2f}x paddle"]
+    best = DEFAULT_VARIANT
+    ratios = [" and ".join(f"{k} {ips[k] / ips['paddle']:.2f}x" for k in STEP_VARIANTS if k != "paddle") + " paddle"]
     ratios += [f"{best} / {k} {ips[best] / ips[k]:.2f}x" for k in ips if k.startswith("torch")]
     print(f"{name:13s} {'; '.join(ratios)}" + ("" if "torch NCHW" in ips else "; no PyTorch figure"))
 
@@ -176,36 +181,42 @@ def _bench_layers(name, args):
 
 def _profile_step(name, args, steps=3):
     """paddle.profiler over ``steps`` training steps with our kernels (after one untimed step): operator types
-    by CPU time. Custom operators' forward calls are not operator events there, so each depthwise
-    layer's forward is wrapped in a user-defined event (the "UserDefined" view)."""
+    by CPU time. Custom operators' forward calls are not operator events there, so each depthwise layer's
+    and each fused BatchNorm's forward is wrapped in a user-defined event (the "UserDefined" view)."""
     import paddle.profiler as profiler
 
     from paddle_mbnet import build_model
     from paddle_mbnet.analysis.benchmark import train_step_fn
-    from paddle_mbnet.models.layers import DepthwiseConv2D
+    from paddle_mbnet.models.layers import BatchNormAct2D, DepthwiseConv2D
 
-    model = build_model(name, num_classes=10, small_input=True, depthwise="custom", pointwise="auto")
+    dw, pw, bn = STEP_VARIANTS[DEFAULT_VARIANT]
+    model = build_model(name, num_classes=10, small_input=True, depthwise=dw, pointwise=pw, batchnorm=bn)
     events = []
 
     def begin(layer, inputs):
         events.append(profiler.RecordEvent("depthwise forward (mbnet op)"))
         events[-1].begin()
 
-    def end(layer, inputs, output):
-        events.pop().end()
+    def recorded(fused_forward):
+        def run(x, act):
+            with profiler.RecordEvent("BatchNorm + activation forward (mbnet op)"):
+                return fused_forward(x, act)
+        return run
 
     for m in model.sublayers():
         if isinstance(m, DepthwiseConv2D):
             m.register_forward_pre_hook(begin)
-            m.register_forward_post_hook(end)
+            m.register_forward_post_hook(lambda layer, inputs, output: events.pop().end())
+        elif isinstance(m, BatchNormAct2D):
+            m.fused_forward = recorded(m.fused_forward)
     step = train_step_fn(model, args.batch, 32)
     step()
     with profiler.Profiler(targets=[profiler.ProfilerTarget.CPU], on_trace_ready=lambda prof: None) as prof:
         for _ in range(steps):
             step()
             prof.step()
-    print(f"{name}: paddle.profiler, {steps} training steps with depthwise='custom', pointwise='auto', "
-          f"batch {args.batch}")
+    print(f"{name}: paddle.profiler, {steps} training steps with depthwise={dw!r}, pointwise={pw!r}, "
+          f"batchnorm={bn!r}, batch {args.batch}")
     prof.summary(sorted_by=profiler.SortedKeys.CPUTotal, op_detail=False, thread_sep=False, time_unit="ms",
                  views=[profiler.SummaryView.OverView, profiler.SummaryView.OperatorView,
                         profiler.SummaryView.UDFView])

@@ -7,7 +7,8 @@ import paddle
 from paddle import nn
 
 from ..errors import ArgumentError
-from .layers import check_depthwise, check_input, check_pointwise, resolve_depthwise, resolve_pointwise
+from .layers import (check_depthwise, check_input, check_pointwise, resolve_batchnorm, resolve_depthwise,
+                     resolve_pointwise)
 
 
 def check_table(rows, header: str, name: str) -> None:
@@ -25,7 +26,7 @@ def check_table(rows, header: str, name: str) -> None:
 class MobileNetBase(nn.Layer):
     """Subclasses build ``self.features`` and return the width of its output."""
 
-    def __init__(self, scale, num_classes, with_pool, depthwise, pointwise):
+    def __init__(self, scale, num_classes, with_pool, depthwise, pointwise, batchnorm):
         super().__init__()
         if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not scale > 0:
             raise ArgumentError(f"scale (width multiplier) must be a number > 0, got {scale!r}; "
@@ -39,7 +40,10 @@ class MobileNetBase(nn.Layer):
         self.depthwise_impl = resolve_depthwise(depthwise)
         self.pointwise = check_pointwise(pointwise)
         self.pointwise_impl = resolve_pointwise(pointwise)
-        self.conv_impls = {"depthwise_impl": self.depthwise_impl, "pointwise_impl": self.pointwise_impl}
+        self.batchnorm = batchnorm
+        self.batchnorm_impl = resolve_batchnorm(batchnorm)
+        self.conv_impls = {"depthwise_impl": self.depthwise_impl, "pointwise_impl": self.pointwise_impl,
+                           "batchnorm_impl": self.batchnorm_impl}
         self.min_input_size = 1
         self._size_hint = ""
 

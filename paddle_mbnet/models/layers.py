@@ -10,6 +10,7 @@ from ..errors import ArgumentError
 
 DEPTHWISE_IMPLS = ("auto", "paddle", "custom")
 POINTWISE_IMPLS = ("auto", "paddle", "matmul")
+BATCHNORM_IMPLS = ("auto", "paddle", "custom")
 
 # paddle's BatchNorm warns "When training, we now always track global mean and variance" on training forwards,
 # again after every evaluation; it describes paddle's documented behaviour and asks nothing of the caller.
@@ -47,24 +48,35 @@ def check_pointwise(pointwise: str) -> str:
     return _check_impl("pointwise", pointwise, POINTWISE_IMPLS)
 
 
+def check_batchnorm(batchnorm: str) -> str:
+    return _check_impl("batchnorm", batchnorm, BATCHNORM_IMPLS)
+
+
 def _on_gpu() -> bool:
     return paddle.device.is_compiled_with_cuda() and paddle.get_device().startswith("gpu")
 
 
-def resolve_depthwise(depthwise: str) -> str:
+def _resolve_custom(keyword: str, value: str) -> str:
     """'auto' / 'custom' / 'paddle' -> the implementation that will actually run."""
-    check_depthwise(depthwise)
-    if depthwise == "paddle":
+    if value == "paddle":
         return "paddle"
-    from ..cpu.ops import custom_depthwise_available
+    from ..cpu.ops import custom_ops_available
 
-    if depthwise == "custom":
-        custom_depthwise_available(required=True)
+    if value == "custom":
+        custom_ops_available(required=True, keyword=keyword)
         return "custom"
-    # auto: our kernel only helps on CPU; on GPU paddle's cuDNN kernel is the fast one.
+    # auto: our kernels only help on CPU; on GPU paddle's cuDNN kernels are the fast ones.
     if _on_gpu():
         return "paddle"
-    return "custom" if custom_depthwise_available(required=False) else "paddle"
+    return "custom" if custom_ops_available(required=False) else "paddle"
+
+
+def resolve_depthwise(depthwise: str) -> str:
+    return _resolve_custom("depthwise", check_depthwise(depthwise))
+
+
+def resolve_batchnorm(batchnorm: str) -> str:
+    return _resolve_custom("batchnorm", check_batchnorm(batchnorm))
 
 
 def resolve_pointwise(pointwise: str) -> str:
@@ -128,14 +140,47 @@ class PointwiseConv2D(nn.Conv2D):
         return super().forward(x)
 
 
+class BatchNormAct2D(nn.BatchNorm2D):
+    """``nn.BatchNorm2D`` that, with ``impl="custom"``, can run fused with the activation after it.
+
+    ``fused_forward(x, act)`` is BatchNorm + ``act`` ("relu", "relu6" or None) as one CPU operator in
+    eager mode (cpu/ops/batchnorm_act.cc), updating the running statistics as paddle's batch_norm does;
+    anywhere else (static graphs, GPU, other layouts) it returns None and the caller runs the layers.
+    Parameters and buffers are ``nn.BatchNorm2D``'s, so checkpoints load either way.
+    """
+
+    def __init__(self, channels: int, impl: str = "paddle"):
+        super().__init__(channels)
+        self.impl = impl
+
+    def fused_forward(self, x, act):
+        if not (self.impl == "custom" and paddle.in_dynamic_mode() and x.place.is_cpu_place()
+                and x.dtype == paddle.float32 and self._data_format == "NCHW" and self._use_global_stats is None):
+            return None
+        from ..cpu.ops import batchnorm_act
+
+        training = self.training
+        y, mean, variance = batchnorm_act(x, self.weight, self.bias, self._mean, self._variance,
+                                          self._epsilon, training, act)
+        if training:
+            with paddle.no_grad():  # paddle's rule: running = momentum * running + (1 - momentum) * batch
+                paddle.assign(self._mean * self._momentum + mean * (1 - self._momentum), self._mean)
+                paddle.assign(self._variance * self._momentum + variance * (1 - self._momentum), self._variance)
+        return y
+
+
+_FUSED_ACTS = {None: None, nn.ReLU: "relu", nn.ReLU6: "relu6"}
+
+
 class ConvBNAct(nn.Sequential):
     """conv (no bias) -> BatchNorm -> activation; ``act=None`` gives the linear bottleneck.
 
-    ``depthwise_impl`` / ``pointwise_impl`` choose how depthwise 3x3 and 1x1 convs run.
+    ``depthwise_impl`` / ``pointwise_impl`` choose how depthwise 3x3 and 1x1 convs run, ``batchnorm_impl``
+    whether BatchNorm and the activation run as one operator ("custom") or as paddle's layers.
     """
 
     def __init__(self, in_c, out_c, kernel_size=1, stride=1, groups=1, act=nn.ReLU, depthwise_impl="paddle",
-                 pointwise_impl="paddle"):
+                 pointwise_impl="paddle", batchnorm_impl="paddle"):
         if groups > 1 and groups == in_c == out_c:
             conv = DepthwiseConv2D(in_c, kernel_size, stride, impl=depthwise_impl)
         elif kernel_size == 1 and stride == 1 and groups == 1:
@@ -143,10 +188,21 @@ class ConvBNAct(nn.Sequential):
         else:
             conv = nn.Conv2D(in_c, out_c, kernel_size, stride=stride, padding=(kernel_size - 1) // 2,
                              groups=groups, bias_attr=False)
-        layers = [conv, nn.BatchNorm2D(out_c)]
+        layers = [conv, BatchNormAct2D(out_c, impl=batchnorm_impl)]
         if act is not None:
             layers.append(act())
         super().__init__(*layers)
+        self._fused_act = _FUSED_ACTS.get(act, "unfused") if batchnorm_impl == "custom" else "unfused"
+
+    def forward(self, x):
+        x = self[0](x)
+        if self._fused_act != "unfused":
+            y = self[1].fused_forward(x, self._fused_act)
+            if y is not None:
+                return y
+        for layer in list(self.children())[1:]:
+            x = layer(x)
+        return x
 
 
 def check_input(x, min_size: int, model_name: str, hint: str = "") -> None:

@@ -54,13 +54,16 @@ class MobileNetV1(MobileNetBase):
         depthwise: "paddle", "custom" or "auto" (see ``paddle_mbnet.ops``).
         pointwise: 1x1 convs as "paddle" conv2d, "matmul", or "auto" = matmul on small maps on CPU
             (see ``layers.PointwiseConv2D``).
+        batchnorm: BatchNorm + ReLU as paddle's layers ("paddle"), as one CPU operator ("custom"), or
+            "auto" = the operator on CPU when it builds (see ``layers.BatchNormAct2D``).
         full_conv: Table 4's "Conv MobileNet": every depthwise-separable block becomes
             one full 3x3 conv + BN + ReLU with the same output width and stride.
     """
 
     def __init__(self, scale=1.0, num_classes=1000, with_pool=True, small_input=False,
-                 shallow=False, depthwise="auto", setting=None, full_conv=False, pointwise="auto"):
-        super().__init__(scale, num_classes, with_pool, depthwise, pointwise)
+                 shallow=False, depthwise="auto", setting=None, full_conv=False, pointwise="auto",
+                 batchnorm="auto"):
+        super().__init__(scale, num_classes, with_pool, depthwise, pointwise, batchnorm)
         setting = DEPTHWISE_SEPARABLE_SETTING if setting is None else setting
         check_table(setting, "c, n, s", type(self).__name__)
         if shallow:
@@ -74,12 +77,12 @@ class MobileNetV1(MobileNetBase):
 
         stem_stride = 1 if small_input else 2  # NOTE: CIFAR: keep 32x32 inputs from shrinking to 1x1
         in_c = width(STEM_CHANNELS)
-        layers = [ConvBNAct(3, in_c, 3, stem_stride)]
+        layers = [ConvBNAct(3, in_c, 3, stem_stride, batchnorm_impl=self.batchnorm_impl)]
         self.min_input_size = stem_stride
         for c, n, s in setting:
             for i in range(n):
                 stride = s if i == 0 else 1
-                layers.append(ConvBNAct(in_c, width(c), 3, stride) if full_conv
+                layers.append(ConvBNAct(in_c, width(c), 3, stride, batchnorm_impl=self.batchnorm_impl) if full_conv
                               else DepthwiseSeparable(in_c, width(c), stride, self.conv_impls))
                 in_c = width(c)
                 self.min_input_size *= stride

@@ -63,19 +63,22 @@ class MobileNetV2(MobileNetBase):
         depthwise: "paddle", "custom" or "auto" (see ``paddle_mbnet.ops``).
         pointwise: 1x1 convs as "paddle" conv2d, "matmul", or "auto" = matmul on small maps on CPU
             (see ``layers.PointwiseConv2D``).
+        batchnorm: BatchNorm + ReLU6 as paddle's layers ("paddle"), as one CPU operator ("custom"), or
+            "auto" = the operator on CPU when it builds (see ``layers.BatchNormAct2D``).
         dropout: dropout before the classifier (0.2 in paddle.vision/torchvision).
     """
 
     def __init__(self, scale=1.0, num_classes=1000, with_pool=True, small_input=False,
-                 depthwise="auto", dropout=0.2, setting=None, pointwise="auto"):
-        super().__init__(scale, num_classes, with_pool, depthwise, pointwise)
+                 depthwise="auto", dropout=0.2, setting=None, pointwise="auto",
+                 batchnorm="auto"):
+        super().__init__(scale, num_classes, with_pool, depthwise, pointwise, batchnorm)
         setting = INVERTED_RESIDUAL_SETTING if setting is None else setting
         check_table(setting, "t, c, n, s", type(self).__name__)
 
         stem_stride = 1 if small_input else 2  # NOTE: CIFAR
         in_c = make_divisible(STEM_CHANNELS * self.scale)
         last_c = make_divisible(LAST_CHANNELS * max(1.0, self.scale))
-        layers = [ConvBNAct(3, in_c, 3, stem_stride, act=nn.ReLU6)]
+        layers = [ConvBNAct(3, in_c, 3, stem_stride, act=nn.ReLU6, batchnorm_impl=self.batchnorm_impl)]
         self.min_input_size = stem_stride
         first_downsampling_row = next((i for i, row in enumerate(setting) if row[3] == 2), None)
         for row_index, (t, c, n, s) in enumerate(setting):

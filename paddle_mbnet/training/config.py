@@ -39,6 +39,7 @@ SCHEMA: dict[str, dict] = {
         "small_input": True,
         "depthwise": "auto",  # auto | custom | paddle
         "pointwise": "auto",  # auto | matmul | paddle
+        "batchnorm": "auto",  # auto | custom | paddle
         "pretrained": "",  # path to a .pdparams file ("" = random init)
     },
     "Optimizer": {
@@ -70,6 +71,7 @@ CHOICES = {
     ("Global", "device"): ("cpu", "gpu", "auto"),
     ("Arch", "depthwise"): ("auto", "custom", "paddle"),
     ("Arch", "pointwise"): ("auto", "matmul", "paddle"),
+    ("Arch", "batchnorm"): ("auto", "custom", "paddle"),
     ("Optimizer", "name"): ("Adam", "AdamW", "Momentum"),
     ("Optimizer", "schedule"): ("constant", "cosine", "linear", "step"),
     ("DataLoader", "normalize"): ("cifar", "imagenet"),
@@ -121,6 +123,7 @@ HELP = {
     "Arch.depthwise": "`auto`, `custom` (our CPU operator) or `paddle` (`nn.Conv2D(groups=C)`)",
     "Arch.pointwise": "1x1 convs: `auto` (on CPU `matmul` for maps of <= 16 pixels, else `paddle`; `paddle` on "
                       "GPU), `matmul` (one GEMM over all pixels) or `paddle` (`nn.Conv2D`)",
+    "Arch.batchnorm": "`auto`, `custom` (BatchNorm + activation as one CPU operator) or `paddle` (its layers)",
     "Arch.pretrained": "a .pdparams file (ours, paddle.vision's or a checkpoint) or `imagenet` (Paddle's official "
                        "weights); a classifier of another width starts fresh (fine-tuning); empty = random init",
     "Optimizer.name": "`Adam`, `AdamW` or `Momentum`",
@@ -262,7 +265,8 @@ def apply_overrides(cfg: dict, overrides=()) -> dict:
 # how it is computed or reported). Everything else must equal the run's saved config.
 SAFE_ON_RESUME = ("Global.epochs", "Global.resume", "Global.overwrite", "Global.output_dir", "Global.device",
                   "Global.num_threads", "Global.log_interval", "Global.eval_test", "Global.eval_tta",
-                  "Global.to_static", "Arch.depthwise", "Arch.pointwise", "DataLoader.data_file",
+                  "Global.to_static", "Arch.depthwise", "Arch.pointwise", "Arch.batchnorm",
+                  "DataLoader.data_file",
                   "DataLoader.num_workers")
 
 

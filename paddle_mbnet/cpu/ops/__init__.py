@@ -1,11 +1,13 @@
-"""Our CPU depthwise convolution, a Paddle custom C++ operator (depthwise_conv2d.cc).
+"""Our CPU operators, Paddle custom C++ operators built into one library: a depthwise convolution
+(depthwise_conv2d.cc) and BatchNorm fused with its activation (batchnorm_act.cc).
 
-It is compiled with ``paddle.utils.cpp_extension.load`` on first use and cached
+They are compiled with ``paddle.utils.cpp_extension.load`` on first use and cached
 under ``$PADDLE_MBNET_CACHE`` (default ``~/.cache/paddle_mbnet/ops``), keyed by
 the sources, the paddle version and the CPU, so later runs only load the .so.
 It links the OpenMP runtime paddle itself uses (see ``_openmp_ldflags``).
-Forward and backward match ``F.conv2d(groups=C)``; use it through the models'
-``depthwise`` keyword ("custom", or "auto" = this op on CPU when it builds).
+Forward and backward match ``F.conv2d(groups=C)`` and ``F.batch_norm`` + activation; use them
+through the models' ``depthwise`` and ``batchnorm`` keywords ("custom", or "auto" = the op on CPU
+when it builds).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import paddle
 from ...errors import ArgumentError
 
 _SOURCES = [os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
-            for name in ("depthwise_conv2d.cc",)]
+            for name in ("depthwise_conv2d.cc", "batchnorm_act.cc")]
 _lock = threading.Lock()
 _state: dict = {}
 
@@ -45,7 +47,7 @@ def _build_dir() -> str:
             digest.update(f.read())
     key = digest.hexdigest()[:12]
     root = os.environ.get("PADDLE_MBNET_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "paddle_mbnet"))
-    return os.path.join(root, "ops", f"depthwise_{key}")
+    return os.path.join(root, "ops", f"mbnet_ops_{key}")
 
 
 @contextlib.contextmanager
@@ -106,7 +108,7 @@ def _load():
             # logs "using custom operator only" and warns about ccache on every load.
             with _quiet_build():
                 _state["module"] = load(
-                    name="mbnet_depthwise", sources=sources, build_directory=build_dir,
+                    name="mbnet_ops", sources=sources, build_directory=build_dir,
                     extra_cxx_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=_openmp_ldflags(),
                     verbose=False)
         except Exception as e:  # noqa: BLE001 - any build failure means "fall back"
@@ -114,25 +116,44 @@ def _load():
         return _state.get("module")
 
 
-def custom_depthwise_available(required: bool = False) -> bool:
-    """Build (once) and report whether the custom op can run; ``required`` raises instead of returning False."""
+def custom_ops_available(required: bool = False, keyword: str = "depthwise") -> bool:
+    """Build (once) and report whether our ops can run; ``required`` raises instead of returning False.
+
+    ``keyword`` names the model keyword that asked, for the messages."""
     if _load() is not None:
         return True
     err = _state["error"]
     if required:
-        raise ArgumentError(f"depthwise='custom' needs the C++ depthwise operator, which failed to build: {err}. "
-                           f"Install a C++ compiler with OpenMP (apt-get install g++) or use depthwise='paddle'")
+        raise ArgumentError(f"{keyword}='custom' needs the project's C++ operators, which failed to build: {err}. "
+                           f"Install a C++ compiler with OpenMP (apt-get install g++) or use {keyword}='paddle'")
     if not _state.get("warned"):
         _state["warned"] = True
-        print(f"paddle_mbnet: custom depthwise operator unavailable ({type(err).__name__}: {err}); "
-              f"depthwise='auto' uses paddle's kernel instead", file=sys.stderr)
+        print(f"paddle_mbnet: custom CPU operators unavailable ({type(err).__name__}: {err}); "
+              f"depthwise='auto' and batchnorm='auto' use paddle's kernels instead", file=sys.stderr)
     return False
+
 
 
 def depthwise_conv2d(x, weight, stride: int = 1, padding: int = 1):
     """Depthwise conv of NCHW float32 ``x`` with ``weight`` [C, 1, k, k] on CPU, with gradients."""
     module = _load()
     if module is None:
-        custom_depthwise_available(required=True)
+        custom_ops_available(required=True)
     return module.mbnet_depthwise_conv2d(x, weight, int(stride), int(padding))
+
+
+ACTIVATIONS = {None: 0, "relu": 1, "relu6": 2}  # the op's ``act`` codes
+
+
+def batchnorm_act(x, weight, bias, mean, variance, epsilon: float, training: bool, act=None):
+    """BatchNorm of NCHW float32 ``x`` then ``act`` (None, "relu", "relu6") on CPU, with gradients.
+
+    Returns ``(y, mean, variance)``: the statistics it normalised with (the batch's in training, biased
+    variance), for the caller to fold into the running ones.
+    """
+    module = _load()
+    if module is None:
+        custom_ops_available(required=True, keyword="batchnorm")
+    return module.mbnet_batchnorm_act(x, weight, bias, mean, variance, float(epsilon), bool(training),
+                                      ACTIVATIONS[act])
 
