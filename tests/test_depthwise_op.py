@@ -138,6 +138,26 @@ def test_built_op_is_reused_from_another_checkout(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert float(out.stdout.split()[-1]) == 2 * (4 * 4 + 8 * 6 + 4 * 9)  # corners 4, edges 6, middle 9 taps
     assert os.stat(so).st_mtime_ns == before, "the op was rebuilt"
+    assert "running build" not in out.stderr and "Compiling" not in out.stdout  # loading says nothing
+
+
+def test_a_failed_build_falls_back_with_one_notice_and_names_the_compiler_error(tmp_path):
+    """A source that does not compile: 'auto' prints one notice and runs paddle's kernels; 'custom' refuses
+    with the compiler's own message."""
+    package = tmp_path / "paddle_mbnet"
+    shutil.copytree(os.path.dirname(pm.__file__), package, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(package / "cpu" / "ops" / "batchnorm_act.cc", "a") as f:
+        f.write("\n#error deliberately broken source\n")
+    code = ("import paddle_mbnet as pm\n"
+            "m = pm.build_model('mobilenet_v1', num_classes=10, small_input=True, scale=0.25)\n"
+            "print(m.depthwise_impl, m.batchnorm_impl)\n"
+            "pm.build_model('mobilenet_v1', num_classes=10, batchnorm='custom')\n")
+    env = {**os.environ, "PADDLE_MBNET_CACHE": str(tmp_path / "cache")}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert out.stdout.split() == ["paddle", "paddle"]
+    assert out.stderr.count("custom CPU operators unavailable") == 1
+    assert out.returncode != 0 and "batchnorm='custom' needs the project's C++ operators" in out.stderr
+    assert "deliberately broken source" in out.stderr
 
 
 @pytest.mark.skipif(not os.path.isfile(os.path.join(os.path.dirname(paddle.__file__), "libs", "libiomp5.so")),

@@ -7,8 +7,14 @@ import paddle
 from paddle import nn
 
 from ..errors import ArgumentError
-from .layers import (check_depthwise, check_input, check_pointwise, resolve_batchnorm, resolve_depthwise,
-                     resolve_pointwise)
+from .layers import (
+    check_depthwise,
+    check_input,
+    check_pointwise,
+    resolve_batchnorm,
+    resolve_depthwise,
+    resolve_pointwise,
+)
 
 
 def check_table(rows, header: str, name: str) -> None:

@@ -159,10 +159,9 @@ class BatchNormAct2D(nn.BatchNorm2D):
             return None
         from ..cpu.ops import batchnorm_act
 
-        training = self.training
         y, mean, variance = batchnorm_act(x, self.weight, self.bias, self._mean, self._variance,
-                                          self._epsilon, training, act)
-        if training:
+                                          self._epsilon, self.training, act)
+        if self.training:
             with paddle.no_grad():  # paddle's rule: running = momentum * running + (1 - momentum) * batch
                 paddle.assign(self._mean * self._momentum + mean * (1 - self._momentum), self._mean)
                 paddle.assign(self._variance * self._momentum + variance * (1 - self._momentum), self._variance)

@@ -275,7 +275,8 @@ def _load_states(run, ckpt) -> None:
 
 def _print_header(run, cfg):
     net = getattr(run["model"], "_layers", run["model"])  # under DataParallel too
-    impls = ", ".join(f"{getattr(net, kind + '_impl', 'n/a')} {kind}" for kind in ("depthwise", "pointwise", "batchnorm"))
+    kinds = ("depthwise", "pointwise", "batchnorm")
+    impls = ", ".join(f"{getattr(net, kind + '_impl', 'n/a')} {kind}" for kind in kinds)
     train_n, val_n, test_n = run["sizes"]
     print(f"model {cfg['Arch']['name']} ({impls}) on {run['device']}, threads={run['threads']}, "
           f"train/val/test = {train_n}/{val_n}/{test_n}, output {run['out']}"

@@ -19,6 +19,7 @@ import os
 import platform
 import shutil
 import sys
+import tempfile
 import threading
 import warnings
 
@@ -53,16 +54,29 @@ def _build_dir() -> str:
 @contextlib.contextmanager
 def _quiet_build():
     """paddle's ``load`` logs at INFO, warns, and runs a Python child that imports paddle, which warns about
-    ccache and about an OMP_NUM_THREADS above 1: silence all of it for the load only."""
+    ccache and about an OMP_NUM_THREADS above 1, and whose setuptools logs "running build" to the inherited
+    stderr even when nothing is compiled: silence all of it for the load only. The child's stderr goes to a
+    file instead, and on failure its error lines (the compiler's) join the exception."""
     saved = {key: os.environ.get(key) for key in ("PYTHONWARNINGS", "OMP_NUM_THREADS")}
     os.environ["PYTHONWARNINGS"] = "ignore"
     os.environ.pop("OMP_NUM_THREADS", None)
     logging.disable(logging.INFO)
+    sys.stderr.flush()
+    child_log, saved_stderr = tempfile.TemporaryFile(), os.dup(2)
+    os.dup2(child_log.fileno(), 2)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
+    except Exception as e:
+        child_log.seek(0)
+        lines = child_log.read().decode(errors="replace").strip().splitlines()
+        shown = [line for line in lines if "error" in line.lower()][:3] or lines[-5:]
+        raise RuntimeError(f"{e}" + (f"; build log: {' | '.join(shown)}" if shown else "")) from e
     finally:
+        os.dup2(saved_stderr, 2)
+        os.close(saved_stderr)
+        child_log.close()
         logging.disable(logging.NOTSET)
         for key, value in saved.items():
             if value is None:
