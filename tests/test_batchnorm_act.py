@@ -4,6 +4,7 @@ import paddle
 import pytest
 from paddle import nn
 
+import paddle_mbnet as pm
 from paddle_mbnet.cpu import ops
 from paddle_mbnet.errors import ArgumentError
 from paddle_mbnet.models.layers import ConvBNAct, resolve_batchnorm
@@ -74,29 +75,68 @@ def test_fused_matches_paddle_batchnorm_and_activation(act, training, shape):
         assert (want["y"] == 6).any() and (want["y"] == 0).any()  # both kinks were exercised
 
 
-def test_fused_op_really_runs_and_keeps_the_layer_layout():
-    """The fused path is taken in eager CPU float32 (no separate activation layer runs), and the
-    parameters and buffers keep nn.BatchNorm2D's names, so checkpoints move between the two."""
+@pytest.fixture
+def op_calls(monkeypatch):
+    """Calls of the fused operator: how the tests see which path a block took."""
+    calls = []
+    original = ops.batchnorm_act
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("act", args[-1] if len(args) > 7 else None))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ops, "batchnorm_act", counted)
+    return calls
+
+
+def test_fused_op_really_runs_and_keeps_the_layer_layout(op_calls):
+    """Eager CPU float32 takes the fused path, and the parameters and buffers keep nn.BatchNorm2D's names, so
+    checkpoints move between the two."""
     ours, reference = _pair(nn.ReLU)
-    called = []
-    ours[2].register_forward_post_hook(lambda *a: called.append("relu layer"))
     ours(paddle.randn([2, 8, 6, 6]))
-    assert called == []
+    assert len(op_calls) == 1
     assert list(ours.state_dict()) == list(reference.state_dict())
 
 
-def test_fused_op_steps_aside_where_it_does_not_apply():
-    """Global statistics forced on, or a static graph: paddle's layers run, with the same result."""
+def test_hooks_and_replaced_layers_run_the_layers_one_by_one(op_calls):
+    """A hook on the BatchNorm or the activation (paddle.flops, paddle.summary, profilers), or an activation
+    replaced after construction, must see its layer run: the block then steps aside."""
+    x = paddle.randn([2, 8, 6, 6])
+    for index in (1, 2):
+        ours, _ = _pair(nn.ReLU)
+        seen = []
+        ours[index].register_forward_post_hook(lambda *a: seen.append(1))
+        ours(x)
+        assert seen == [1]
+    ours, _ = _pair(nn.ReLU)
+    ours._sub_layers["2"] = nn.ReLU6()
+    ours(x)
+    assert op_calls == []
+    assert pm.paddle_flops(pm.MobileNetV1(scale=0.25), (3, 32, 32)) > pm.complexity(
+        pm.MobileNetV1(scale=0.25), (3, 32, 32)).macs  # BatchNorms and activations counted too
+
+
+@pytest.mark.parametrize("full_graph", [True, False])
+def test_fused_op_steps_aside_where_it_does_not_apply(op_calls, full_graph):
+    """Global statistics forced on, or a whole static graph: paddle's layers run, with the same result. Under
+    SOT (full_graph=False, as Global.to_static trains) the block may still call the operator eagerly; the
+    output and the running statistics must then equal paddle's."""
     ours, reference = _pair(nn.ReLU)
     ours[1]._use_global_stats = reference[1]._use_global_stats = True
     x = np.random.RandomState(4).randn(2, 8, 6, 6).astype("float32")
     np.testing.assert_allclose(_run(ours, x, True)["y"], _run(reference, x, True)["y"], rtol=1e-5, atol=1e-5)
+    assert op_calls == []
     ours, reference = _pair(nn.ReLU6)
-    ours.eval(), reference.eval()
+    ours.train(), reference.train()
     static = paddle.jit.to_static(ours, input_spec=[paddle.static.InputSpec([None, 8, 6, 6], "float32")],
-                                  full_graph=True)
+                                  full_graph=full_graph)
     np.testing.assert_allclose(static(paddle.to_tensor(x)).numpy(), reference(paddle.to_tensor(x)).numpy(),
                                rtol=1e-5, atol=1e-5)
+    for name in ("_mean", "_variance"):
+        np.testing.assert_allclose(getattr(ours[1], name).numpy(), getattr(reference[1], name).numpy(),
+                                   rtol=1e-5, atol=1e-6)
+    if full_graph:
+        assert op_calls == []
 
 
 def test_batchnorm_keyword_is_checked():

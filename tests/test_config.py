@@ -22,7 +22,8 @@ def test_yaml_then_overrides(tmp_path):
     assert cfg["Global"]["epochs"] == 7 and cfg["Optimizer"]["lr"] == 3e-4
     assert cfg["Arch"]["small_input"] is False
     assert cfg["DataLoader"]["data_file"] == "123"  # strings stay strings
-    assert cfg["DataLoader"]["batch_size"] == 128  # untouched default
+    assert cfg["DataLoader"]["batch_size"] == 64  # from the file
+    assert cfg["DataLoader"]["val_size"] == 5000  # untouched default
 
 
 @pytest.mark.parametrize("override,match", [

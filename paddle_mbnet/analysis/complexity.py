@@ -76,17 +76,17 @@ def complexity(model: nn.Layer, input_shape=(3, 224, 224)) -> Complexity:
 
 def paddle_flops(model: nn.Layer, input_shape=(3, 224, 224)) -> int:
     """``paddle.flops`` for one image: conv/FC multiply-adds plus BN, activations and pooling."""
-    from paddle.hapi.dynamic_flops import count_convNd
+    from paddle.hapi.dynamic_flops import count_bn, count_convNd
 
-    from ..models.layers import DepthwiseConv2D, PointwiseConv2D
+    from ..models.layers import BatchNormAct2D, DepthwiseConv2D, PointwiseConv2D
 
     was_training = model.training
     model.eval()
     try:
-        # paddle.flops looks layers up by exact type, so our nn.Conv2D subclasses need naming;
+        # paddle.flops looks layers up by exact type, so our nn.Conv2D / nn.BatchNorm2D subclasses need naming;
         # it also prints a line per layer type, which we silence.
         with contextlib.redirect_stdout(io.StringIO()):
-            ours = {DepthwiseConv2D: count_convNd, PointwiseConv2D: count_convNd}
+            ours = {DepthwiseConv2D: count_convNd, PointwiseConv2D: count_convNd, BatchNormAct2D: count_bn}
             return int(paddle.flops(model, [1, *input_shape], custom_ops=ours, print_detail=False))
     finally:
         model.train(was_training)

@@ -168,7 +168,8 @@ class BatchNormAct2D(nn.BatchNorm2D):
         return y
 
 
-_FUSED_ACTS = {None: None, nn.ReLU: "relu", nn.ReLU6: "relu6"}
+_FUSED_ACTS = {None: None, nn.ReLU: "relu", nn.ReLU6: "relu6"}  # activation layer type -> the op's name
+_UNFUSED = "unfused"  # not None, which means "no activation"
 
 
 class ConvBNAct(nn.Sequential):
@@ -191,11 +192,21 @@ class ConvBNAct(nn.Sequential):
         if act is not None:
             layers.append(act())
         super().__init__(*layers)
-        self._fused_act = _FUSED_ACTS.get(act, "unfused") if batchnorm_impl == "custom" else "unfused"
+        self._fused_act = _FUSED_ACTS.get(act, _UNFUSED) if batchnorm_impl == "custom" else _UNFUSED
+
+    def _fusable(self) -> bool:
+        """The BatchNorm and activation are still the built ones, and nothing watches them: hooks (paddle.flops,
+        paddle.summary, profilers) and replaced layers (quantization) need the layers to run one by one."""
+        tail = list(self.children())[1:]
+        if self._fused_act == _UNFUSED or type(tail[0]) is not BatchNormAct2D:
+            return False
+        if tail[1:] and _FUSED_ACTS.get(type(tail[1]), _UNFUSED) != self._fused_act:
+            return False
+        return not any(layer._forward_pre_hooks or layer._forward_post_hooks for layer in tail)
 
     def forward(self, x):
         x = self[0](x)
-        if self._fused_act != "unfused":
+        if self._fusable():
             y = self[1].fused_forward(x, self._fused_act)
             if y is not None:
                 return y

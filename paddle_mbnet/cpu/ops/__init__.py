@@ -105,7 +105,9 @@ def _load():
             return _state.get("module")
         try:
             if sys.platform == "win32":
-                raise RuntimeError("the custom depthwise operator is built with gcc/OpenMP on Linux and macOS only")
+                raise RuntimeError("the project's CPU operators are built with gcc/OpenMP on Linux and macOS only")
+            import fcntl  # POSIX only, like the build itself
+
             from paddle.utils.cpp_extension import load
 
             build_dir = _build_dir()
@@ -120,7 +122,10 @@ def _load():
             # -march=native is safe because the cache key includes the CPU model.
             # paddle prints "Compiling user custom op" (even when it only loads the cached .so),
             # logs "using custom operator only" and warns about ccache on every load.
-            with _quiet_build():
+            # Two processes using the ops first at once (pytest-xdist workers, DataParallel ranks) would build
+            # into the same directory together and one of them fail: the second waits for the first.
+            with open(os.path.join(build_dir, ".build.lock"), "w") as lock, _quiet_build():
+                fcntl.flock(lock, fcntl.LOCK_EX)
                 _state["module"] = load(
                     name="mbnet_ops", sources=sources, build_directory=build_dir,
                     extra_cxx_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=_openmp_ldflags(),
@@ -147,7 +152,6 @@ def custom_ops_available(required: bool = False, keyword: str = "depthwise") -> 
     return False
 
 
-
 def depthwise_conv2d(x, weight, stride: int = 1, padding: int = 1):
     """Depthwise conv of NCHW float32 ``x`` with ``weight`` [C, 1, k, k] on CPU, with gradients."""
     module = _load()
@@ -170,4 +174,3 @@ def batchnorm_act(x, weight, bias, mean, variance, epsilon: float, training: boo
         custom_ops_available(required=True, keyword="batchnorm")
     return module.mbnet_batchnorm_act(x, weight, bias, mean, variance, float(epsilon), bool(training),
                                       ACTIVATIONS[act])
-

@@ -1,10 +1,10 @@
 // BatchNorm followed by an activation (none, ReLU or ReLU6) for CPU, float32, NCHW, as one operator.
 //
 // Why: on CPU paddle runs batch_norm and the activation as separate kernels, each a few passes over the
-// tensor, and together they took over half of a MobileNet training step (docs/performance.md). Here the
-// forward is two passes (statistics, then normalise + affine + activation) and the backward two (the two
-// per-channel sums, then the input gradient), with the activation's mask recomputed from the input
-// instead of stored. OpenMP runs over channels, so each thread owns whole channels and needs no atomics.
+// tensor, and together they were the largest share of a MobileNet training step after the convolutions
+// (docs/performance.md). Here the forward is two passes (statistics, then normalise + affine + activation)
+// and the backward two (the two per-channel sums, then the input gradient), with the activation's mask
+// recomputed from the input instead of stored. OpenMP runs over channels, so each thread owns whole channels and needs no atomics.
 // Sums are kept in double. The running statistics are updated by the caller (models/layers.py).
 #include <algorithm>
 #include <cmath>
@@ -20,14 +20,19 @@ struct Shape {
   int64_t N, C, HW;
 };
 
-Shape shape_of(const paddle::Tensor& x, const paddle::Tensor& gamma) {
-  PD_CHECK(x.is_cpu() && gamma.is_cpu(), "mbnet batchnorm_act runs on CPU tensors only");
-  PD_CHECK(x.dtype() == paddle::DataType::FLOAT32, "mbnet batchnorm_act supports float32 only");
+// Checks the input and every per-channel tensor (float32, CPU, contiguous, one value per channel).
+Shape shape_of(const paddle::Tensor& x, const std::vector<const paddle::Tensor*>& per_channel) {
+  PD_CHECK(x.is_cpu() && x.dtype() == paddle::DataType::FLOAT32, "mbnet batchnorm_act: float32 CPU input only");
   auto xs = x.shape();
   PD_CHECK(xs.size() >= 2, "input must be [N, C, ...]");
-  PD_CHECK(gamma.numel() == xs[1], "scale must have one value per channel");
   Shape s{xs[0], xs[1], 1};
   for (size_t i = 2; i < xs.size(); ++i) s.HW *= xs[i];
+  PD_CHECK(s.N * s.HW > 0, "mbnet batchnorm_act: the input has no values per channel");
+  for (const paddle::Tensor* t : per_channel) {
+    PD_CHECK(t->is_cpu() && t->dtype() == paddle::DataType::FLOAT32 && t->numel() == s.C && t->is_contiguous(),
+             "mbnet batchnorm_act: scale, bias, mean and variance must be float32 CPU tensors of one value per "
+             "channel");
+  }
   return s;
 }
 
@@ -43,13 +48,13 @@ inline Affine affine(float mean, float var, float gamma, float beta, float epsil
   return {mean, static_cast<float>(gamma * invstd), beta, invstd};
 }
 
-// (x - mean) first, as paddle's batch_norm: a channel whose values all equal its mean (a dead channel in a
-// ReLU network) then gets exactly beta, not a rounding error on either side of the activation's kink. An
-// explicit fma: the compiler may not contract two copies of a*b+c the same way.
+// (x - mean) first: a channel whose values all equal its mean (a dead channel in a ReLU network) then gets
+// exactly beta, not a rounding error on either side of the activation's kink. An explicit fma: the compiler
+// may not contract two copies of a*b+c the same way.
 inline float pre_act(float x, const Affine& a) { return std::fma(x - a.mean, a.scale, a.beta); }
 
-// The activation is a template parameter: with it known at compile time the inner loops are branch-free
-// vector code (as a runtime value it made the backward over twice as slow).
+// The activation is a template parameter, so each inner loop is compiled for one activation, with no
+// per-element test of which one it is.
 template <int ACT>
 inline float activate(float v) {
   if (ACT == kRelu) return v > 0.f ? v : 0.f;
@@ -149,7 +154,7 @@ std::vector<paddle::Tensor> BatchNormActForward(const paddle::Tensor& x_in, cons
                                                 int act) {
   PD_CHECK(act >= kNone && act <= kRelu6, "act must be 0 (none), 1 (relu) or 2 (relu6)");
   paddle::Tensor x = x_in.contiguous();
-  Shape s = shape_of(x, gamma);
+  Shape s = shape_of(x, {&gamma, &beta, &running_mean, &running_var});
   auto y = paddle::empty(x.shape(), paddle::DataType::FLOAT32, paddle::CPUPlace());
   auto mean = paddle::empty({s.C}, paddle::DataType::FLOAT32, paddle::CPUPlace());
   auto var = paddle::empty({s.C}, paddle::DataType::FLOAT32, paddle::CPUPlace());
@@ -167,7 +172,8 @@ std::vector<paddle::Tensor> BatchNormActBackward(const paddle::Tensor& x_in, con
                                                  float epsilon, bool training, int act) {
   paddle::Tensor x = x_in.contiguous();
   paddle::Tensor dy = dy_in.contiguous();
-  Shape s = shape_of(x, gamma);
+  Shape s = shape_of(x, {&gamma, &beta, &mean, &var});
+  PD_CHECK(dy.shape() == x.shape(), "mbnet batchnorm_act: the output gradient must have the input's shape");
   auto dx = paddle::empty(x.shape(), paddle::DataType::FLOAT32, paddle::CPUPlace());
   auto dgamma = paddle::empty({s.C}, paddle::DataType::FLOAT32, paddle::CPUPlace());
   auto dbeta = paddle::empty({s.C}, paddle::DataType::FLOAT32, paddle::CPUPlace());
