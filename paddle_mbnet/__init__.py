@@ -4,9 +4,9 @@ comparison against VGG and ResNet on CIFAR-10.
 MobileNetV1: https://arxiv.org/abs/1704.04861   MobileNetV2: https://arxiv.org/abs/1801.04381
 
 Layout: ``models/`` (the networks, their layers, the registry), ``training/`` (config, data, the loop,
-checkpoints), ``cpu/`` (the depthwise and fused BatchNorm operators, MKL and
-malloc settings), ``analysis/`` (complexity, the
-papers' figures, benchmarks, the comparison), and ``deploy`` / ``predict`` for using a trained run.
+checkpoints), ``cpu/`` (the depthwise and fused BatchNorm operators, MKL and malloc settings), ``analysis/``
+(complexity, the papers' figures, benchmarks, the comparison), and ``deploy`` / ``predict`` for using a
+trained run.
 """
 import os as _os
 import warnings as _warnings

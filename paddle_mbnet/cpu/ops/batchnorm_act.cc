@@ -4,8 +4,8 @@
 // tensor, and together they were the largest share of a MobileNet training step after the convolutions
 // (docs/performance.md). Here the forward is two passes (statistics, then normalise + affine + activation)
 // and the backward two (the two per-channel sums, then the input gradient), with the activation's mask
-// recomputed from the input instead of stored. OpenMP runs over channels, so each thread owns whole channels and needs no atomics.
-// Sums are kept in double. The running statistics are updated by the caller (models/layers.py).
+// recomputed from the input instead of stored. OpenMP runs over channels, so each thread owns whole channels
+// and needs no atomics. Sums are kept in double. The running statistics are updated by the caller (models/layers.py).
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -158,7 +158,8 @@ std::vector<paddle::Tensor> BatchNormActForward(const paddle::Tensor& x_in, cons
   auto y = paddle::empty(x.shape(), paddle::DataType::FLOAT32, paddle::CPUPlace());
   auto mean = paddle::empty({s.C}, paddle::DataType::FLOAT32, paddle::CPUPlace());
   auto var = paddle::empty({s.C}, paddle::DataType::FLOAT32, paddle::CPUPlace());
-  auto run = act == kRelu ? forward_channels<kRelu> : act == kRelu6 ? forward_channels<kRelu6> : forward_channels<kNone>;
+  auto run = act == kRelu ? forward_channels<kRelu> : act == kRelu6 ? forward_channels<kRelu6>
+                                                                    : forward_channels<kNone>;
   run(x.data<float>(), gamma.data<float>(), beta.data<float>(), running_mean.data<float>(),
       running_var.data<float>(), y.data<float>(), mean.data<float>(), var.data<float>(), s, epsilon, training);
   return {y, mean, var};
