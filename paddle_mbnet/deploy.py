@@ -1,8 +1,10 @@
-"""Export to a Paddle inference model (``paddle.jit.save``) and run it with ``paddle.inference``.
+"""Export to a Paddle inference model (``paddle.jit.save``) and run it with ``paddle.inference`` or, optionally,
+OpenVINO.
 
 Exported graphs always use paddle's own depthwise kernel (our custom operator
 runs in dynamic mode only), so the inference model needs nothing from this
-project to load.
+project to load. OpenVINO reads paddle models in the legacy program format
+(``.pdmodel``) only, so ``export(..., legacy=True)`` writes that format.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import os
 import numpy as np
 import paddle
 
-from .errors import CheckpointError
+from .errors import ArgumentError, CheckpointError
 
 
 def prepare_folder(prefix: str) -> None:
@@ -26,12 +28,20 @@ def prepare_folder(prefix: str) -> None:
             from None
 
 
-def export(model, prefix: str, image_size: int) -> str:
-    """Save ``model`` for inference with input [N, 3, image_size, image_size]; returns the prefix."""
+ENGINES = {"paddle": "Paddle Inference", "openvino": "OpenVINO"}  # name: what reports call it
+
+
+def export(model, prefix: str, image_size: int, legacy: bool = False) -> str:
+    """Save ``model`` for inference with input [N, 3, image_size, image_size]; returns the prefix. ``legacy``
+    writes the pre-PIR program format (.pdmodel), the one OpenVINO reads."""
     model.eval()
     prepare_folder(prefix)
     spec = [paddle.static.InputSpec([None, 3, image_size, image_size], "float32", name="x")]
-    paddle.jit.save(model, prefix, input_spec=spec)
+    if legacy:
+        with paddle.pir_utils.OldIrGuard():
+            paddle.jit.save(model, prefix, input_spec=spec)
+    else:
+        paddle.jit.save(model, prefix, input_spec=spec)
     return prefix
 
 
@@ -43,9 +53,10 @@ def _model_file(prefix: str) -> str:
 
 
 def create_predictor(prefix: str, threads: int = 1, onednn: bool = True, gpu: bool = False, tensorrt: bool = False,
-                     int8_ops=None):
+                     int8_ops=None, ir_optim: bool = True):
     """A ``paddle.inference`` predictor: oneDNN on CPU, optionally TensorRT on GPU. ``int8_ops`` (operator types)
-    runs a quantized model's convolutions with oneDNN's int8 kernels (see ``paddle_mbnet.quantize``)."""
+    runs a quantized model's convolutions with oneDNN's int8 kernels (see ``paddle_mbnet.quantize``).
+    ``ir_optim=False`` skips the graph passes (conv + BatchNorm + activation fusion among them)."""
     from paddle import inference
 
     config = inference.Config(_model_file(prefix), prefix + ".pdiparams")
@@ -62,7 +73,7 @@ def create_predictor(prefix: str, threads: int = 1, onednn: bool = True, gpu: bo
         if int8_ops:
             config.enable_mkldnn_int8(set(int8_ops))
     config.disable_glog_info()
-    config.switch_ir_optim(True)
+    config.switch_ir_optim(ir_optim)
     return inference.create_predictor(config)
 
 
@@ -72,3 +83,56 @@ def run_predictor(predictor, x: np.ndarray) -> np.ndarray:
     handle.copy_from_cpu(np.ascontiguousarray(x, dtype="float32"))
     predictor.run()
     return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+
+
+class OpenVinoModel:
+    """An exported model compiled by OpenVINO for the CPU, called like ``run_predictor``: ndarray in, ndarray out.
+
+    Compiled once per input shape with that shape fixed (a static batch size let OpenVINO pick faster kernels
+    for MobileNetV2 in docs/results/bench_deploy_cpu_2threads.txt), in float32 unless ``precision`` says
+    otherwise: on CPUs with AMX or AVX-512 BF16 OpenVINO would otherwise compute in bfloat16, which no longer
+    matches the trained model to float32 accuracy."""
+
+    def __init__(self, prefix: str, threads: int = 1, precision: str = "f32"):
+        openvino = self.check_installed()
+        path = prefix + ".pdmodel"
+        if not os.path.isfile(path):
+            raise CheckpointError(f"OpenVINO reads the legacy program format and {path} does not exist; export with "
+                                  "--engine openvino (deploy.export(..., legacy=True))")
+        self.core = openvino.Core()
+        self.model_path, self.compiled = path, {}
+        self.config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+                       "INFERENCE_PRECISION_HINT": precision}
+
+    @staticmethod
+    def check_installed():
+        """The openvino module, or one line saying how to get it."""
+        try:
+            import openvino
+        except ImportError:
+            raise ArgumentError("the openvino engine needs OpenVINO: pip install openvino (or use the paddle engine)") \
+                from None
+        return openvino
+
+    def _request(self, shape):
+        if shape not in self.compiled:
+            model = self.core.read_model(self.model_path)
+            model.reshape(list(shape))
+            self.compiled[shape] = self.core.compile_model(model, "CPU", self.config).create_infer_request()
+        return self.compiled[shape]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        request = self._request(tuple(x.shape))
+        request.infer(np.ascontiguousarray(x, dtype="float32"), share_inputs=True)
+        return request.get_output_tensor(0).data.copy()
+
+
+def create_engine(prefix: str, engine: str = "paddle", threads: int = 1, **paddle_options):
+    """A callable ndarray -> ndarray that runs the exported model at ``prefix`` with ``engine`` (one of ENGINES);
+    ``paddle_options`` go to ``create_predictor``."""
+    if engine == "openvino":
+        return OpenVinoModel(prefix, threads=threads)
+    if engine != "paddle":
+        raise ArgumentError(f"unknown inference engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    predictor = create_predictor(prefix, threads=threads, **paddle_options)
+    return lambda x: run_predictor(predictor, x)

@@ -150,7 +150,23 @@ def test_eval_predict_export_tools(full_run, tmp_path):
 
     proc = run_tool("export.py", out, "--out", tmp_path / "inf")
     diff = float(proc.stdout.strip().split("max abs diff")[-1])
-    assert diff < 1e-4
+    assert diff < 1e-4 and (tmp_path / "inf" / "inference.json").is_file()
+
+
+def test_export_for_openvino_writes_the_legacy_format_and_checks_it(full_run, tmp_path):
+    import importlib.util
+
+    out, _ = full_run
+    proc = run_tool("export.py", out, "--out", tmp_path / "ov", "--engine", "openvino", check=False)
+    if importlib.util.find_spec("openvino") is None:  # one line naming the install, and nothing exported
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        assert "pip install openvino" in proc.stderr.strip().splitlines()[-1]
+        assert not (tmp_path / "ov").exists()
+        return
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "OpenVINO vs dynamic max abs diff" in proc.stdout
+    assert float(proc.stdout.strip().split("max abs diff")[-1]) < 1e-4
+    assert (tmp_path / "ov" / "inference.pdmodel").is_file()
 
 
 def test_quantize_writes_a_loadable_int8_model_and_its_report(full_run, tmp_path):

@@ -4,14 +4,18 @@
                                  [--repeats 50] [--blocks 3]
 
 Paddle side: the project's deploy path (``paddle_mbnet.deploy``: paddle.jit.save + Paddle Inference with oneDNN,
-what compare.py reports as engine_latency_ms_p50) and the same model saved in the legacy program format. Each is
-checked against the dynamic model first (largest output difference, relative to the largest output, printed).
+what compare.py reports as engine_latency_ms_p50), the same model saved in the legacy program format, and two of
+Paddle Inference's levers: no IR passes (switch_ir_optim(False)) and paddle's plain CPU kernels (no oneDNN).
+OpenVINO side (where installed): the legacy-format export through ``deploy.OpenVinoModel`` (compare.py
+--engine openvino), in float32, and in bfloat16 where the CPU computes it natively (AMX or AVX-512 BF16; a
+different precision, so not the like-for-like figure). Each is checked against the dynamic model first
+(largest output difference, relative to the largest output, printed).
 ONNX Runtime side: the same architecture in PyTorch (built from our tables, random weights), exported with
 torch.onnx.export and run by onnxruntime. Each side runs in a child process of its own, one block at a time: a
 runtime's idle thread pool in the same process, or in a parent waiting for the child, slows the other down. The
 two sides alternate in --blocks blocks; each block warms up, then times --repeats calls of every model
 (paddle's variants interleaved, onnxruntime's sessions one after another); figures are medians and p90 over
-all blocks, and the ratio is paddle / onnxruntime (below 1 = paddle faster).
+all blocks, and the ratio is ours / onnxruntime (below 1 = ours faster).
 PyTorch and onnxruntime are benchmark-only: pip install -r requirements-bench.txt.
 """
 import argparse
@@ -23,6 +27,8 @@ import tempfile
 
 import _bootstrap
 
+SIDES = ("paddle", "openvino", "onnxruntime")
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -32,7 +38,7 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=50, help="timed calls per model and block")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--blocks", type=int, default=3, help="alternations of the paddle and onnxruntime sides")
-    p.add_argument("--side", choices=("paddle", "onnxruntime"), help=argparse.SUPPRESS)  # a child process
+    p.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)  # a child process
     args = p.parse_args(argv)
     if min(args.repeats, args.blocks, args.input_size) < 1 or args.warmup < 0:
         p.error("--repeats, --blocks and --input-size must be >= 1, --warmup >= 0")
@@ -76,7 +82,12 @@ def _child(args):
     """One block of one side: build, check, time; the last line printed is JSON."""
     with tempfile.TemporaryDirectory() as folder:
         if args.side == "paddle":  # one thread pool for every predictor: the variants are timed interleaved
-            times, versions = _rounds(_paddle_calls(args, folder), args.repeats, args.warmup), {}
+            calls, versions = _paddle_calls(args, folder)
+            times = _rounds(calls, args.repeats, args.warmup)
+        elif args.side == "openvino":  # each compiled model has its own thread pool: one variant after another
+            calls, versions = _openvino_calls(args, folder)
+            times = {key: values for key, call in calls.items()
+                     for key, values in _rounds({key: call}, args.repeats, args.warmup).items()}
         else:
             times, versions = _ort_times(args, folder)
     print(json.dumps({"times": times, "versions": versions}))
@@ -88,36 +99,68 @@ def _block(argv, side):
                           text=True)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        if side == "openvino" and "needs OpenVINO" in last:
+            return [f"openvino side skipped: {last.split(': ', 1)[-1]}"], {"times": {}, "versions": {}}
         fix = "; pip install -r requirements-bench.txt" if side == "onnxruntime" else ""
         sys.exit(f"error: the {side} side failed ({last}){fix}")
     lines = proc.stdout.strip().splitlines()
     return lines[:-1], json.loads(lines[-1])
 
 
-def _paddle_calls(args, folder):
-    """{"model / variant": callable}, each inference model checked against the dynamic one first."""
+def _exported(args, folder, name):
+    """(random input, the dynamic model's output, {format: export prefix}) of one network."""
     import numpy as np
     import paddle
 
     from paddle_mbnet import build_model, deploy
 
+    paddle.seed(0)
     image = np.random.RandomState(0).randn(1, 3, args.input_size, args.input_size).astype("float32")
+    model = build_model(name, num_classes=1000).eval()
+    want = model(paddle.to_tensor(image)).numpy()
+    prefixes = {legacy: deploy.export(model, os.path.join(folder, name, "legacy" if legacy else "pir", "inference"),
+                                      args.input_size, legacy=legacy) for legacy in (False, True)}
+    return image, want, prefixes
+
+
+def _checked(calls, name, variant, run, image, want):
+    """Print the variant's largest output difference from the dynamic model and add it to ``calls``."""
+    import numpy as np
+
+    diff = float(np.abs(run(image) - want).max() / np.abs(want).max())
+    print(f"{name:13s} {variant:20s} max abs diff vs the dynamic model, relative to its largest output {diff:.2e}")
+    calls[f"{name} / {variant}"] = lambda: run(image)
+
+
+def _paddle_calls(args, folder):
+    """({"model / variant": callable}, versions), each inference model checked against the dynamic one first."""
+    from paddle_mbnet import deploy
+
+    calls = {}
+    variants = {"deploy path": (False, {}), "legacy format": (True, {}), "no IR passes": (False, {"ir_optim": False}),
+                "no oneDNN": (False, {"onednn": False})}
+    for name in args.models.split(","):
+        image, want, prefixes = _exported(args, folder, name)
+        for variant, (legacy, options) in variants.items():
+            run = deploy.create_engine(prefixes[legacy], "paddle", threads=args.threads, **options)
+            _checked(calls, name, variant, run, image, want)
+    return calls, {}
+
+
+def _openvino_calls(args, folder):
+    """As _paddle_calls, through deploy.OpenVinoModel: float32, and bfloat16 where the CPU has it natively."""
+    from paddle_mbnet import deploy
+
+    openvino = deploy.OpenVinoModel.check_installed()
+    capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    precisions = ("f32", "bf16") if "BF16" in capabilities else ("f32",)
     calls = {}
     for name in args.models.split(","):
-        model = build_model(name, num_classes=1000).eval()
-        want = model(paddle.to_tensor(image)).numpy()
-        prefixes = {"deploy path": deploy.export(model, os.path.join(folder, name, "pir", "inference"),
-                                                 args.input_size)}
-        with paddle.pir_utils.OldIrGuard():  # the legacy .pdmodel program format
-            prefixes["legacy format"] = deploy.export(model, os.path.join(folder, name, "legacy", "inference"),
-                                                      args.input_size)
-        for variant, prefix in prefixes.items():
-            predictor = deploy.create_predictor(prefix, threads=args.threads)
-            diff = float(np.abs(deploy.run_predictor(predictor, image) - want).max() / np.abs(want).max())
-            print(f"{name:13s} {variant:14s} max abs diff vs the dynamic model, relative to its largest output "
-                  f"{diff:.2e}")
-            calls[f"{name} / {variant}"] = (lambda p=predictor: deploy.run_predictor(p, image))
-    return calls
+        image, want, prefixes = _exported(args, folder, name)
+        for precision in precisions:
+            run = deploy.OpenVinoModel(prefixes[True], threads=args.threads, precision=precision)
+            _checked(calls, name, f"openvino {precision}", run, image, want)
+    return calls, {"openvino": openvino.__version__}
 
 
 def main(argv=None):
@@ -135,15 +178,14 @@ def main(argv=None):
           f"separate processes, alternating")
     times, versions = {}, {}
     for index in range(args.blocks):
-        checks, block = _block(argv, "paddle")
-        if index == 0:
-            print("\n".join(line for line in checks if "max abs diff" in line))
-        for key, values in block["times"].items():
-            times.setdefault(key, []).extend(values)
-        _, block = _block(argv, "onnxruntime")
-        versions = block["versions"]
-        for name, values in block["times"].items():
-            times.setdefault(f"{name} / onnxruntime", []).extend(values)
+        for side in SIDES:
+            checks, block = _block(argv, side)
+            if index == 0:
+                print("\n".join(line for line in checks if "max abs diff" in line or "skipped" in line))
+            versions.update(block["versions"])
+            for key, values in block["times"].items():
+                key = f"{key} / onnxruntime" if side == "onnxruntime" else key
+                times.setdefault(key, []).extend(values)
     print(", ".join(f"{k} {v}" for k, v in versions.items()))
     print(f"{'model / runtime':40s} {'p50 ms':>8s} {'p90 ms':>8s} {'vs onnxruntime':>15s}")
     for name in args.models.split(","):

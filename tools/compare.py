@@ -36,7 +36,10 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=0, help="CPU threads for paddle, OpenMP, "
                    "Paddle Inference and the training runs (default: all cores)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
-    p.add_argument("--no-engine", action="store_true", help="skip the Paddle Inference timings")
+    p.add_argument("--engine", default="paddle", choices=("paddle", "openvino"),
+                   help="inference engine of the exported models: Paddle Inference (default) or OpenVINO "
+                        "(optional, CPU only: pip install openvino)")
+    p.add_argument("--no-engine", action="store_true", help="skip the inference-engine timings")
     p.add_argument("--train-batch", type=int, default=None,
                    help="batch of the training-throughput timing (default: the training config's; 0 = skip)")
     p.add_argument("--quick", action="store_true",
@@ -85,6 +88,12 @@ def check_args(args, compare, specs):
             raise ArgumentError(f"{name} must be >= 1, got {value}")
     if not (math.isfinite(args.train_minutes) and args.train_minutes >= 0):
         raise ArgumentError(f"--train-minutes must be a number of minutes >= 0, got {args.train_minutes}")
+    if args.engine == "openvino" and not args.no_engine and not args.no_speed:
+        if args.device == "gpu":
+            raise ArgumentError("--engine openvino runs on the CPU; drop --device gpu or use --engine paddle")
+        from paddle_mbnet.deploy import OpenVinoModel
+
+        OpenVinoModel.check_installed()
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise ArgumentError(f"--out {args.out!r} is a file; pass a directory")
     for spec in specs:
@@ -138,7 +147,7 @@ def run(args, compare, specs, run_cfgs, command):
     header = make_header(args, env_header(), device, train_batch, train_px, command)
     print("\n".join(header), flush=True)
     records = compare.measure_speed(specs, args.input_size, args.batch_size, train_px, train_batch, args.repeats,
-                                    args.warmup, engine=not args.no_engine, threads=args.threads,
+                                    args.warmup, engine=None if args.no_engine else args.engine, threads=args.threads,
                                     timing=not args.no_speed, interleave=not args.quick)
     if args.train_minutes and not args.no_train:
         set_budgets(args, compare, specs, run_cfgs)
@@ -160,13 +169,16 @@ def run(args, compare, specs, run_cfgs, command):
 
 
 def make_header(args, env, device, train_batch, train_px, command):
+    from paddle_mbnet.deploy import ENGINES as ENGINE_NAMES
+
     order = "one model at a time (--quick)" if args.quick else "models interleaved in every round"
     header = [env, f"paddle threads {args.threads} (paddle.base.core.set_num_threads, OMP_NUM_THREADS); "
                    f"device {device}",
               f"command: {command}",
               f"inference timing at {args.input_size}x{args.input_size}: batch 1 latency and batch {args.batch_size} "
               f"throughput, {args.warmup} warm-up calls, median and p90 of {args.repeats} rounds, {order}, "
-              f"synchronize before each clock read",
+              f"synchronize before each clock read; inference engine: "
+              f"{'none (--no-engine)' if args.no_engine else ENGINE_NAMES[args.engine]}",
               f"training throughput: one Adam step on a random batch of {train_batch} at {train_px} px "
               f"(the training config's size)"]
     if args.no_speed:

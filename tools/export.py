@@ -1,9 +1,11 @@
 """Export a trained run to a Paddle inference model and check it against the dynamic model.
 
-    python tools/export.py <run dir or checkpoint> [--out DIR]
+    python tools/export.py <run dir or checkpoint> [--out DIR] [--engine paddle|openvino]
 
 Writes DIR/inference.{json|pdmodel,pdiparams} (default <run dir>/inference),
-loads it with paddle.inference and prints the largest output difference.
+loads it with paddle.inference (or OpenVINO) and prints the largest output difference.
+--engine openvino writes the legacy program format (inference.pdmodel), the one
+OpenVINO reads, and checks the model through OpenVINO (pip install openvino).
 """
 import argparse
 import os
@@ -15,6 +17,8 @@ def main(argv=None):
     p.add_argument("run", help="run directory or checkpoint file")
     p.add_argument("--out", help="output directory (default: <run dir>/inference)")
     p.add_argument("--no-onednn", action="store_true", help="check with plain CPU kernels instead of oneDNN")
+    p.add_argument("--engine", default="paddle", choices=("paddle", "openvino"),
+                   help="the engine that will run the model: paddle (Paddle Inference) or openvino")
     args = p.parse_args(argv)
     import numpy as np
     import paddle
@@ -27,14 +31,19 @@ def main(argv=None):
         cfg, model, ckpt = trainer.load_run(args.run)
         size = cfg["DataLoader"]["image_size"]
         out = args.out or os.path.join(os.path.dirname(ckpt["path"]), "inference")
-        prefix = deploy.export(model, os.path.join(out, "inference"), size)
+        legacy = args.engine == "openvino"
+        if legacy:
+            deploy.OpenVinoModel.check_installed()  # before the export, not after it
+        prefix = deploy.export(model, os.path.join(out, "inference"), size, legacy=legacy)
+        options = {} if legacy else {"onednn": not args.no_onednn}
+        run_engine = deploy.create_engine(prefix, args.engine, **options)
     except MbnetError as e:
         sys.exit(f"error: {e}")
     x = np.random.RandomState(0).randn(2, 3, size, size).astype("float32")
     want = model(paddle.to_tensor(x)).numpy()
-    got = deploy.run_predictor(deploy.create_predictor(prefix, onednn=not args.no_onednn), x)
-    diff = float(np.abs(got - want).max())
-    print(f"exported {prefix} (input [N, 3, {size}, {size}]); paddle.inference vs dynamic max abs diff {diff:.2e}")
+    diff = float(np.abs(run_engine(x) - want).max())
+    print(f"exported {prefix} (input [N, 3, {size}, {size}]); {deploy.ENGINES[args.engine]} vs dynamic max abs "
+          f"diff {diff:.2e}")
     if diff > 1e-3:
         sys.exit(f"error: the inference model disagrees with the dynamic one (max abs diff {diff})")
 

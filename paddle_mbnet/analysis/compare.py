@@ -1,9 +1,9 @@
 """The speed + accuracy comparison behind ``tools/compare.py``.
 
 Per model: params and multiply-adds (``complexity``), inference latency at batch 1
-and throughput at a larger batch for the dynamic graph and for Paddle Inference
+and throughput at a larger batch for the dynamic graph and for the exported model
 (``paddle.jit.save`` + ``paddle.inference``: oneDNN on CPU, TensorRT on GPU when
-paddle was built with it), training throughput at the training input size, and
+paddle was built with it; or OpenVINO on CPU), training throughput at the training input size, and
 the accuracies and epoch time of ``tools/train.py`` runs. Timing follows timm's
 benchmark.py: warm-up, synchronize before every clock read, medians over repeats;
 models are interleaved within each repeat so that drift (thermal, other load) hits

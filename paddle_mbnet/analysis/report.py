@@ -10,7 +10,7 @@ import numpy as np
 # Fields of a record that are context, not table columns: input sizes, the run's epochs and throughput, where
 # the run lives, how many test images its accuracy rests on and the accuracy's standard error.
 CONTEXT_KEYS = ("input_size", "train_input_size", "epochs", "run_ips", "run_dir", "test_images", "test_acc_se",
-                "near_chance")
+                "near_chance", "engine")
 # Markdown column titles and formats; accuracies are fractions in JSON/CSV and percent in Markdown.
 COLUMNS = {
     "model": ("model", "{}"), "params_m": ("params (M)", "{:.2f}"), "macs_m": ("mult-adds (M)", "{:.1f}"),
@@ -183,17 +183,20 @@ def _scatter(records, out_dir, name, series, xlabel, ylabel, title, pareto_front
 
 
 def write_plots(records, out_dir: str, title_note: str = "") -> list[str]:
+    from ..deploy import ENGINES
+
     note = f"\n{title_note}" if title_note else ""
+    engine = ENGINES[next((r["engine"] for r in records if r.get("engine")), "paddle")]
     written = [
         _scatter(records, out_dir, "acc_vs_latency.png",
                  [("latency_ms_p50", "test_acc", "dynamic graph", "o"),
-                  ("engine_latency_ms_p50", "test_acc", "Paddle Inference", "s")],
+                  ("engine_latency_ms_p50", "test_acc", engine, "s")],
                  "latency at batch 1, median (ms, log scale)", "test accuracy (%)", "Accuracy vs latency" + note),
         _scatter(records, out_dir, "acc_vs_macs.png", [("macs_m", "test_acc", "test accuracy", "o")],
                  "mult-adds (M, log scale)", "test accuracy (%)", "Accuracy vs multiply-adds" + note),
         _scatter(records, out_dir, "latency_vs_macs.png",
                  [("macs_m", "latency_ms_p50", "dynamic graph", "o"),
-                  ("macs_m", "engine_latency_ms_p50", "Paddle Inference", "s")],
+                  ("macs_m", "engine_latency_ms_p50", engine, "s")],
                  "mult-adds (M, log scale)", "latency at batch 1, median (ms)", "Latency vs multiply-adds" + note,
                  pareto_front=False),
         _curves(records, out_dir, note),

@@ -1,4 +1,4 @@
-"""The comparison's timings: eager and Paddle Inference latency and throughput, and the training step."""
+"""The comparison's timings: eager and inference-engine latency and throughput, and the training step."""
 from __future__ import annotations
 
 import gc
@@ -13,12 +13,13 @@ from .specs import build
 
 
 def measure_speed(specs, input_size=224, batch_size=16, train_input_size=32, train_batch=32, repeats=10,
-                  warmup=2, engine=True, threads=1, tensorrt=None, timing=True, log=print,
+                  warmup=2, engine="paddle", threads=1, tensorrt=None, timing=True, log=print,
                   interleave=True) -> dict:
     """Complexity and timings for every spec; returns {spec: partial record}. ``timing=False`` gives the
     complexity only (timing columns None). ``interleave`` times every model once per round, so drift hits all
     alike, but keeps all of them (and their predictors) in memory; without it one model at a time is built,
-    timed and freed, which bounds the memory to the largest model's."""
+    timed and freed, which bounds the memory to the largest model's. ``engine``: a name of deploy.ENGINES, or
+    None to skip the exported model's timings."""
     options = dict(input_size=input_size, batch_size=batch_size, train_input_size=train_input_size,
                    train_batch=train_batch, engine=engine, threads=threads, tensorrt=tensorrt, timing=timing)
     if not interleave:
@@ -45,7 +46,7 @@ def _prepare(spec, engine_dir, log, input_size, batch_size, train_input_size, tr
     """(complexity record, {kind: callable}) of one model: eager and engine calls, and a training step."""
     import paddle
 
-    from ..deploy import create_predictor, export, run_predictor
+    from ..deploy import create_engine, export
     from .benchmark import train_step_fn
     from .complexity import complexity
 
@@ -67,12 +68,15 @@ def _prepare(spec, engine_dir, log, input_size, batch_size, train_input_size, tr
     if engine:
         gpu = paddle.get_device().startswith("gpu")
         use_trt = gpu and _trt_compiled() if tensorrt is None else tensorrt
-        prefix = export(model, os.path.join(engine_dir, spec.replace("@", "_"), "model"), input_size)
-        predictor = create_predictor(prefix, threads=threads, onednn=not gpu, gpu=gpu, tensorrt=use_trt)
+        prefix = export(model, os.path.join(engine_dir, spec.replace("@", "_"), "model"), input_size,
+                        legacy=engine == "openvino")
+        paddle_options = {"onednn": not gpu, "gpu": gpu, "tensorrt": use_trt} if engine == "paddle" else {}
+        run_engine = create_engine(prefix, engine, threads=threads, **paddle_options)
         one_np, batch_np = one.numpy(), batch.numpy()
-        # copy_to_cpu inside run_predictor waits for the device, so no extra synchronize is needed
-        tasks["engine_latency"] = lambda: run_predictor(predictor, one_np)
-        tasks["engine_throughput"] = lambda: run_predictor(predictor, batch_np)
+        record["engine"] = engine
+        # the engines return host arrays (copy_to_cpu waits for the device): no extra synchronize is needed
+        tasks["engine_latency"] = lambda: run_engine(one_np)
+        tasks["engine_throughput"] = lambda: run_engine(batch_np)
     if train_batch > 0:
         tasks["train"] = train_step_fn(build(spec, train_input_size), train_batch, train_input_size)
     return record, tasks

@@ -1,0 +1,65 @@
+"""The deploy path's engines: Paddle Inference, and OpenVINO where installed, each checked against the dynamic model."""
+import numpy as np
+import paddle
+import pytest
+
+from paddle_mbnet import build_model, deploy
+from paddle_mbnet.errors import ArgumentError, CheckpointError
+
+
+def _exported(tmp_path, name, legacy):
+    paddle.seed(0)
+    model = build_model(name, num_classes=10, small_input=True).eval()
+    images = np.random.RandomState(1).randn(2, 3, 32, 32).astype("float32")
+    want = model(paddle.to_tensor(images)).numpy()
+    return deploy.export(model, str(tmp_path / name / "inference"), 32, legacy=legacy), images, want
+
+
+def _relative_diff(got, want):
+    return float(np.abs(got - want).max() / np.abs(want).max())
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2"])
+@pytest.mark.parametrize("engine, legacy", [("paddle", False), ("paddle", True), ("openvino", True)])
+def test_every_engine_matches_the_dynamic_model_at_batch_1_and_2(tmp_path, name, engine, legacy):
+    if engine == "openvino":
+        pytest.importorskip("openvino", reason="OpenVINO is an optional engine (pip install openvino)")
+    prefix, images, want = _exported(tmp_path, name, legacy)
+    run = deploy.create_engine(prefix, engine, threads=1)
+    assert _relative_diff(run(images), want) < 1e-4
+    assert _relative_diff(run(images[:1]), want[:1]) < 1e-4  # another batch size: OpenVINO compiles it anew
+    assert _relative_diff(run(images), want) < 1e-4  # and the first shape still answers
+
+
+def test_paddle_inference_without_ir_passes_matches_too(tmp_path):
+    prefix, images, want = _exported(tmp_path, "mobilenet_v1", legacy=False)
+    assert _relative_diff(deploy.create_engine(prefix, "paddle", ir_optim=False)(images), want) < 1e-4
+
+
+def test_openvino_needs_the_legacy_format_and_says_so(tmp_path):
+    pytest.importorskip("openvino", reason="OpenVINO is an optional engine (pip install openvino)")
+    prefix, _, _ = _exported(tmp_path, "mobilenet_v1", legacy=False)
+    with pytest.raises(CheckpointError, match="legacy program format .* export with --engine openvino"):
+        deploy.create_engine(prefix, "openvino")
+
+
+def test_unknown_engine_is_refused(tmp_path):
+    with pytest.raises(ArgumentError, match="unknown inference engine 'onnx'; choose one of paddle, openvino"):
+        deploy.create_engine(str(tmp_path / "x"), "onnx")
+
+
+def test_compare_times_the_chosen_engine(tmp_path):
+    pytest.importorskip("openvino", reason="OpenVINO is an optional engine (pip install openvino)")
+    from paddle_mbnet.analysis.speed import measure_speed
+
+    records = measure_speed(["mobilenet_v1@0.25"], input_size=32, batch_size=2, train_batch=0, repeats=1, warmup=1,
+                            engine="openvino", log=lambda _: None)
+    record = records["mobilenet_v1@0.25"]
+    assert record["engine"] == "openvino"
+    assert record["engine_latency_ms_p50"] > 0 and record["engine_throughput_ips"] > 0
+
+
+def test_a_missing_openvino_is_one_line_naming_the_install(monkeypatch, tmp_path):
+    monkeypatch.setitem(__import__("sys").modules, "openvino", None)  # what an absent package looks like
+    with pytest.raises(ArgumentError, match="needs OpenVINO: pip install openvino"):
+        deploy.create_engine(str(tmp_path / "x"), "openvino")
