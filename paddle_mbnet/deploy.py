@@ -70,6 +70,8 @@ def create_predictor(prefix: str, threads: int = 1, onednn: bool = True, gpu: bo
         config.set_cpu_math_library_num_threads(threads)
         if onednn or int8_ops:
             config.enable_mkldnn()
+        else:  # paddle 3 turns oneDNN on by default: off has to be said
+            config.disable_mkldnn()
         if int8_ops:
             config.enable_mkldnn_int8(set(int8_ops))
     config.disable_glog_info()

@@ -63,3 +63,15 @@ def test_a_missing_openvino_is_one_line_naming_the_install(monkeypatch, tmp_path
     monkeypatch.setitem(__import__("sys").modules, "openvino", None)  # what an absent package looks like
     with pytest.raises(ArgumentError, match="needs OpenVINO: pip install openvino"):
         deploy.create_engine(str(tmp_path / "x"), "openvino")
+
+
+def test_onednn_off_is_really_off(tmp_path, monkeypatch):
+    from paddle import inference
+
+    prefix, images, want = _exported(tmp_path, "mobilenet_v1", legacy=False)
+    built, original = [], inference.create_predictor
+    monkeypatch.setattr(inference, "create_predictor", lambda config: built.append(config.mkldnn_enabled())
+                        or original(config))  # watch the config each predictor is built from
+    plain, onednn = deploy.create_engine(prefix, "paddle", onednn=False), deploy.create_engine(prefix, "paddle")
+    assert built == [False, True]
+    assert _relative_diff(plain(images), want) < 1e-4 and _relative_diff(onednn(images), want) < 1e-4
