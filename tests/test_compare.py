@@ -314,3 +314,23 @@ def test_quick_mode_holds_one_model_at_a_time(tmp_path):
 
     one_at_a_time, both = peak_kb("quick", "--quick"), peak_kb("all")
     assert one_at_a_time < 0.85 * both, (one_at_a_time, both)
+
+
+def test_quick_runs_keep_no_weight_average_and_no_tta(archive, tmp_path):
+    """--quick's 1-epoch runs are smoke tests: no second copy of the weights, no flip pass over the test set."""
+    import importlib.util
+    import sys
+
+    from helpers import ROOT
+
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    try:
+        spec = importlib.util.spec_from_file_location("compare_tool", os.path.join(ROOT, "tools", "compare.py"))
+        tool = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(tool)
+    finally:
+        sys.path.remove(os.path.join(ROOT, "tools"))
+    for extra, ema, tta in (([], 0.998, True), (["--quick"], 0.0, False)):
+        args = tool.parse_args(["--data-file", archive, "--out", str(tmp_path), *extra])
+        cfg = tool.train_config_for(compare, "mobilenet_v1", args)
+        assert (cfg["Global"]["ema_decay"], cfg["Global"]["eval_tta"]) == (ema, tta)

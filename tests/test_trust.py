@@ -200,12 +200,49 @@ def test_read_only_output_and_full_disk(archive, tmp_path, monkeypatch):
             f.write(b"partial")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(checkpoint.paddle, "save", full)
+    monkeypatch.setattr(checkpoint, "_lean_save", full)
     with pytest.raises(CheckpointError, match="No space left on device.*Global.resume"):
         checkpoint._atomic_save({}, str(tmp_path / "last.pdckpt"))
     assert os.listdir(tmp_path) == []  # the partial .tmp is gone
     with pytest.raises(CheckpointError, match="cannot write to Global.output_dir"):
         rundir.prepare("/sys/mbnet_run")  # sysfs refuses new directories, to root as well
+
+
+def test_a_checkpoint_is_saved_one_tensor_at_a_time_and_reads_back_with_paddle_load(tmp_path):
+    """Saving copies no tensor (paddle.save holds a copy of every one until the file is written)."""
+    import tracemalloc
+
+    import numpy as np
+    import paddle
+
+    from paddle_mbnet.training import checkpoint
+
+    tensors = {f"w{i}": paddle.full([1024, 1024], float(i)) for i in range(8)}  # 8 x 4 MiB
+    state = {"model": tensors, "step": 7, "config": {"Global": {"seed": 1}}}
+    peaks = {}
+    for name, save in (("lean", checkpoint._lean_save), ("paddle", paddle.save)):
+        tracemalloc.start()
+        save(state, str(tmp_path / name))
+        peaks[name] = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+    assert peaks["lean"] < 2 < 28 < peaks["paddle"], peaks  # MiB: not one 4 MiB copy, against all 8
+    loaded = paddle.load(str(tmp_path / "lean"))
+    assert loaded["step"] == 7 and loaded["config"] == state["config"]
+    assert all(isinstance(loaded["model"][k], paddle.Tensor) and np.array_equal(loaded["model"][k].numpy(), v.numpy())
+               for k, v in tensors.items())
+
+
+def test_the_best_checkpoint_is_a_copy_that_the_next_save_leaves_alone(tmp_path):
+    from paddle_mbnet.training import checkpoint
+
+    last, best = str(tmp_path / "last.pdckpt"), str(tmp_path / "best.pdckpt")
+    checkpoint._atomic_save({"epoch": 1}, last)
+    checkpoint.copy_checkpoint(last, best)
+    checkpoint._atomic_save({"epoch": 2}, last)
+    import paddle
+
+    assert paddle.load(best)["epoch"] == 1 and paddle.load(last)["epoch"] == 2
+    assert sorted(os.listdir(tmp_path)) == ["best.pdckpt", "last.pdckpt"]  # no .tmp left behind
 
 
 def test_export_into_a_file_is_one_line(archive, uninterrupted, tmp_path):
@@ -214,3 +251,30 @@ def test_export_into_a_file_is_one_line(archive, uninterrupted, tmp_path):
     proc = run_tool("export.py", uninterrupted, "--out", a_file, check=False, timeout=120)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: cannot export into")
+
+
+@pytest.mark.parametrize("best_epoch, expected", [(1, "saved"), (2, "in memory")])
+def test_the_final_test_uses_the_selected_weights(tmp_path, best_epoch, expected):
+    """Best epoch earlier than the last: its checkpoint is read (after the optimizer is freed); best epoch = the
+    last: the weights in memory are the ones that were saved, and no file is read."""
+    import numpy as np
+    import paddle
+
+    from paddle_mbnet import build_model
+    from paddle_mbnet.training import trainer
+    from paddle_mbnet.training.checkpoint import CKPT_BEST
+
+    model = build_model("mobilenet_v1", num_classes=10, small_input=True, scale=0.25)
+    saved = {name: paddle.full_like(value, 0.5) for name, value in model.state_dict().items()}
+    paddle.save({"model": saved, "ema": None, "config": {}}, str(tmp_path / CKPT_BEST))
+    in_memory = {name: value.numpy().copy() for name, value in model.state_dict().items()}
+    optimizer = paddle.optimizer.Adam(parameters=model.parameters())
+    run = {"model": model, "out": str(tmp_path), "ema": None, "optimizer": optimizer}
+    state = trainer.TrainState(epoch=2, best_epoch=best_epoch)
+    assert trainer._select_weights(run, state) == f"best (epoch {best_epoch})"
+    got = model.state_dict()
+    if expected == "saved":
+        assert all(np.all(got[name].numpy() == 0.5) for name in saved) and run["optimizer"] is None
+    else:
+        assert all(np.array_equal(got[name].numpy(), value) for name, value in in_memory.items())
+        assert run["optimizer"] is optimizer

@@ -212,9 +212,14 @@ def set_budgets(args, compare, specs, run_cfgs):
         compare.plan_run(cfg)
 
 
+# --quick's runs are smoke tests of a few steps: a weight average (a second copy of the weights, and a third
+# while it is evaluated) and flip TTA would only add memory and time to them.
+QUICK_OVERRIDES = ["Global.ema_decay=0", "Global.eval_tta=false"]
+
+
 def train_config_for(compare, spec, args):
     overrides = [f"DataLoader.data_file={args.data_file}", f"DataLoader.train_size={args.train_size}",
-                 f"DataLoader.test_size={args.test_size}"]
+                 f"DataLoader.test_size={args.test_size}", *(QUICK_OVERRIDES if args.quick else [])]
     overrides += [f"DataLoader.val_size={args.val_size}"] if args.val_size is not None else []
     return compare.train_config(spec, os.path.join(args.out, "runs", spec.replace("@", "_a")), args.train_preset,
                                 args.epochs, args.threads, args.device, [*overrides, *args.override],

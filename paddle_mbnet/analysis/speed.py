@@ -12,74 +12,101 @@ import numpy as np
 from .specs import build
 
 
+PHASES = ("eager", "engine", "train")  # what is timed: the dynamic model, the exported one, a training step
+
+
 def measure_speed(specs, input_size=224, batch_size=16, train_input_size=32, train_batch=32, repeats=10,
                   warmup=2, engine="paddle", threads=1, tensorrt=None, timing=True, log=print,
                   interleave=True) -> dict:
     """Complexity and timings for every spec; returns {spec: partial record}. ``timing=False`` gives the
     complexity only (timing columns None). ``interleave`` times every model once per round, so drift hits all
-    alike, but keeps all of them (and their predictors) in memory; without it one model at a time is built,
-    timed and freed, which bounds the memory to the largest model's. ``engine``: a name of deploy.ENGINES, or
-    None to skip the exported model's timings."""
+    alike, but keeps all of them (and their predictors) in memory; without it one model at a time is timed,
+    and of it one phase at a time (eager, exported, training step), each freed before the next is built, which
+    bounds the memory to the largest single phase. ``engine``: a name of deploy.ENGINES, or None to skip the
+    exported model's timings."""
     options = dict(input_size=input_size, batch_size=batch_size, train_input_size=train_input_size,
                    train_batch=train_batch, engine=engine, threads=threads, tensorrt=tensorrt, timing=timing)
+    batches = {"latency": 1, "throughput": batch_size, "engine_latency": 1, "engine_throughput": batch_size,
+               "train": train_batch}
     if not interleave:
-        records = {}
-        for spec in specs:
-            records.update(measure_speed([spec], repeats=repeats, warmup=warmup, log=log, interleave=True,
-                                         **options))
-            gc.collect()  # the model, its predictor and its training step go before the next model is built
-        return records
+        return {spec: _measure_alone(spec, repeats, warmup, log, batches, options) for spec in specs}
     records, tasks = {}, {}
     with tempfile.TemporaryDirectory(prefix="mbnet_engine_") as engine_dir:
         for spec in specs:
             records[spec], tasks[spec] = _prepare(spec, engine_dir, log, **options)
         times = time_rounds(tasks, repeats if timing else 0, warmup, log)
-    batches = {"latency": 1, "throughput": batch_size, "engine_latency": 1, "engine_throughput": batch_size,
-               "train": train_batch}
     for spec in specs:
         records[spec].update(_summarize(times[spec], batches))
     return records
 
 
+def _measure_alone(spec, repeats, warmup, log, batches, options) -> dict:
+    """One model's record, its phases built, timed and freed one after another."""
+    record, times = None, {}
+    for phase in PHASES if options["timing"] else PHASES[:1]:
+        with tempfile.TemporaryDirectory(prefix="mbnet_engine_") as engine_dir:
+            counted, tasks = _prepare(spec, engine_dir, log, phases=(phase,), count=record is None, **options)
+            record = record or counted
+            times.update(time_rounds({spec: tasks}, repeats if options["timing"] else 0, warmup, log)[spec])
+        del tasks
+        gc.collect()  # the phase's model, predictor or optimizer goes before the next one is built
+    record.update(_summarize(times, batches))
+    return record
+
+
 def _prepare(spec, engine_dir, log, input_size, batch_size, train_input_size, train_batch, engine, threads,
-             tensorrt, timing):
-    """(complexity record, {kind: callable}) of one model: eager and engine calls, and a training step."""
+             tensorrt, timing, phases=PHASES, count=True):
+    """(complexity record, {kind: callable}) of one model: the calls of ``phases`` (eager and exported model
+    calls, a training step); the complexity only when ``count``."""
     import paddle
 
-    from ..deploy import create_engine, export
     from .benchmark import train_step_fn
-    from .complexity import complexity
 
-    model = build(spec, input_size)
-    model.eval()
-    counted = complexity(model, (3, input_size, input_size))
-    record = {"model": spec, "params_m": counted.params / 1e6, "macs_m": counted.macs / 1e6,
-              "input_size": input_size, "train_input_size": train_input_size}
-    log(f"[speed] {spec}: {counted.params / 1e6:.2f} M params, {counted.macs / 1e6:.1f} M mult-adds at {input_size} px")
+    model = build(spec, input_size) if count or "train" not in phases else None
+    record = _complexity_record(spec, model, input_size, train_input_size, log) if count else {}
     if not timing:
         return record, {}
     one, batch = paddle.randn([1, 3, input_size, input_size]), paddle.randn([batch_size, 3, input_size, input_size])
+    tasks = {}
+    if "eager" in phases:
+        def eager(x):
+            with paddle.no_grad():
+                model(x)
 
-    def eager(x):
-        with paddle.no_grad():
-            model(x)
-
-    tasks = {"latency": lambda: eager(one), "throughput": lambda: eager(batch)}
-    if engine:
-        gpu = paddle.get_device().startswith("gpu")
-        use_trt = gpu and _trt_compiled() if tensorrt is None else tensorrt
-        prefix = export(model, os.path.join(engine_dir, spec.replace("@", "_"), "model"), input_size,
-                        legacy=engine == "openvino")
-        paddle_options = {"onednn": not gpu, "gpu": gpu, "tensorrt": use_trt} if engine == "paddle" else {}
-        run_engine = create_engine(prefix, engine, threads=threads, **paddle_options)
-        one_np, batch_np = one.numpy(), batch.numpy()
+        tasks.update(latency=lambda: eager(one), throughput=lambda: eager(batch))
+    if "engine" in phases and engine:
+        run_engine = _engine_of(model, spec, engine_dir, input_size, engine, threads, tensorrt)
         record["engine"] = engine
+        one_np, batch_np = one.numpy(), batch.numpy()
         # the engines return host arrays (copy_to_cpu waits for the device): no extra synchronize is needed
-        tasks["engine_latency"] = lambda: run_engine(one_np)
-        tasks["engine_throughput"] = lambda: run_engine(batch_np)
-    if train_batch > 0:
+        tasks.update(engine_latency=lambda: run_engine(one_np), engine_throughput=lambda: run_engine(batch_np))
+    if "train" in phases and train_batch > 0:
         tasks["train"] = train_step_fn(build(spec, train_input_size), train_batch, train_input_size)
     return record, tasks
+
+
+def _complexity_record(spec, model, input_size, train_input_size, log) -> dict:
+    from .complexity import complexity
+
+    model.eval()
+    counted = complexity(model, (3, input_size, input_size))
+    log(f"[speed] {spec}: {counted.params / 1e6:.2f} M params, {counted.macs / 1e6:.1f} M mult-adds at {input_size} px")
+    return {"model": spec, "params_m": counted.params / 1e6, "macs_m": counted.macs / 1e6,
+            "input_size": input_size, "train_input_size": train_input_size}
+
+
+def _engine_of(model, spec, engine_dir, input_size, engine, threads, tensorrt):
+    """The exported ``model`` as a callable ndarray -> ndarray through ``engine``."""
+    import paddle
+
+    from ..deploy import create_engine, export
+
+    gpu = paddle.get_device().startswith("gpu")
+    use_trt = gpu and _trt_compiled() if tensorrt is None else tensorrt
+    prefix = export(model, os.path.join(engine_dir, spec.replace("@", "_"), "model"), input_size,
+                    legacy=engine == "openvino")
+    paddle_options = {"onednn": not gpu, "gpu": gpu, "tensorrt": use_trt} if engine == "paddle" else {}
+    return create_engine(prefix, engine, threads=threads, **paddle_options)
 
 
 def time_rounds(tasks, repeats, warmup, log) -> dict:

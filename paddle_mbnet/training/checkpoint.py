@@ -3,8 +3,12 @@ them back with one-line errors."""
 from __future__ import annotations
 
 import contextlib
+import copyreg
 import os
+import pickle
+import shutil
 
+import numpy as np
 import paddle
 
 from ..errors import CheckpointError
@@ -12,11 +16,35 @@ from ..errors import CheckpointError
 CKPT_LAST, CKPT_BEST = "last.pdckpt", "best.pdckpt"
 
 
+def _tensor_record(tensor):
+    try:  # a view of the tensor's own memory: nothing is copied on the way to the file
+        data = np.from_dlpack(tensor.detach())
+    except (BufferError, RuntimeError, TypeError, ValueError):  # device memory, or a dtype numpy lacks
+        data = np.array(tensor.cpu())
+    return tuple, ((tensor.name, data),)
+
+
+def _lean_save(obj, path):
+    """The records paddle.save writes (each tensor as a (name, ndarray) tuple, which paddle.load turns back into
+    a tensor), written from views of the tensors' memory, with pickle protocol 5 (arrays written straight from
+    their buffers) and no memo. Why not paddle.save itself: it copies every tensor to numpy and its pickler
+    keeps all copies alive until the file is written, which doubled the memory of saving a large model (VGG19
+    with Adam and a weight average: a 2.2 GB checkpoint). A checkpoint holds no shared or recursive objects,
+    which is what the memo is for."""
+    with open(path, "wb") as f:
+        pickler = pickle.Pickler(f, protocol=5)
+        pickler.fast = True
+        pickler.dispatch_table = copyreg.dispatch_table.copy()
+        for tensor_type in (paddle.Tensor, paddle.base.framework.EagerParamBase):
+            pickler.dispatch_table[tensor_type] = _tensor_record
+        pickler.dump(obj)
+
+
 def _atomic_save(obj, path):
     """Write beside the target, then rename: a crash or full disk mid-write leaves the previous file intact."""
     tmp = path + ".tmp"
     try:
-        paddle.save(obj, tmp)
+        _lean_save(obj, tmp)
         os.replace(tmp, path)
     except OSError as e:
         with contextlib.suppress(OSError):
@@ -52,6 +80,26 @@ def save_checkpoint(path, model, optimizer, scheduler, scaler, state, cfg, ema=N
                   "seed": cfg["Global"]["seed"], "config": cfg, **(extra or {})}, path)
 
 
+def copy_checkpoint(source: str, path: str) -> None:
+    """``path`` becomes a copy of the checkpoint ``source`` (atomically): a hard link where the file system has
+    them, so the best epoch's checkpoint is not written twice; the next save of ``source`` replaces its name
+    with a new file and leaves this one as it is."""
+    tmp = path + ".tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(tmp)
+    try:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise CheckpointError(f"cannot write {path!r} ({e.strerror or e}); free disk space or choose another "
+                              f"-o Global.output_dir=..., then continue with -o Global.resume=<run dir>") from None
+
+
 def resolve_checkpoint(path: str, prefer=(CKPT_LAST,)) -> str:
     path = os.path.expanduser(path)
     if os.path.isdir(path):
@@ -65,10 +113,12 @@ def resolve_checkpoint(path: str, prefer=(CKPT_LAST,)) -> str:
     return path
 
 
-def load_checkpoint(path: str, prefer=(CKPT_LAST,)) -> dict:
+def load_checkpoint(path: str, prefer=(CKPT_LAST,), return_numpy: bool = False) -> dict:
+    """A checkpoint's contents; ``return_numpy`` gives arrays instead of tensors (half the memory when the
+    weights only go on into ``set_state_dict``)."""
     path = resolve_checkpoint(path, prefer)
     try:
-        ckpt = paddle.load(path)
+        ckpt = paddle.load(path, return_numpy=return_numpy)
     except Exception as e:  # noqa: BLE001 - any read failure is a corrupt file to the user
         raise CheckpointError(f"cannot read checkpoint {path!r} ({type(e).__name__}: {e}); it is corrupt or "
                               f"truncated: use another (e.g. best.pdckpt beside it) or start afresh") from None

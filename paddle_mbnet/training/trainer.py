@@ -35,6 +35,7 @@ from . import rundir
 from .checkpoint import (
     CKPT_BEST,
     CKPT_LAST,
+    copy_checkpoint,
     evaluated_weights,
     load_checkpoint,
     rename_optimizer_state,
@@ -400,7 +401,7 @@ def _end_epoch(run, state, history, cfg, train_stats, writer):
         state.best_val_acc, state.best_epoch = record["val_acc"], epoch
     _save(run, state, cfg, CKPT_LAST)
     if improved:
-        _save(run, state, cfg, CKPT_BEST)
+        copy_checkpoint(os.path.join(run["out"], CKPT_LAST), os.path.join(run["out"], CKPT_BEST))
     with open(os.path.join(run["out"], "metrics.json"), "w") as f:
         json.dump(history, f, indent=1)
     _plot_curves(history, os.path.join(run["out"], "curves.png"))
@@ -430,20 +431,31 @@ def _final_test(run, state, cfg) -> dict:
     glob_cfg = cfg["Global"]
     if glob_cfg["eval_test"] and not glob_cfg["eval_tta"]:
         return {}
-    layer = getattr(run["model"], "_layers", run["model"])
-    best_path = os.path.join(run["out"], CKPT_BEST)
-    if os.path.isfile(best_path):
-        layer.set_state_dict(evaluated_weights(load_checkpoint(best_path)))
-        weights = f"best (epoch {state.best_epoch})"
-    else:
-        if run["ema"] is not None:
-            layer.set_state_dict(run["ema"].shadow)
-        weights = f"last (epoch {state.epoch})"
+    weights = _select_weights(run, state)
     result = evaluate(run["model"], run["test_loader"], tta=glob_cfg["eval_tta"])
     out = {"test_acc_at_best": result["acc"], "final_test_weights": weights}
     if glob_cfg["eval_tta"]:
         out["test_acc_tta_at_best"] = result["acc_tta"]
     return out
+
+
+def _select_weights(run, state) -> str:
+    """Put the weights the run selected (those of the best validation epoch, averaged when it keeps an average)
+    into its model for the final test; returns which they are."""
+    layer = getattr(run["model"], "_layers", run["model"])
+    best_path = os.path.join(run["out"], CKPT_BEST)
+    if os.path.isfile(best_path) and state.best_epoch != state.epoch:
+        # The optimizer's moments and the gradients are no longer needed: free them before the checkpoint
+        # (which holds moments and weights again) is read, so the peak is not both at once.
+        run["optimizer"] = None
+        for param in layer.parameters():
+            param.clear_gradient(False)
+        layer.set_state_dict(evaluated_weights(load_checkpoint(best_path, return_numpy=True)))
+        return f"best (epoch {state.best_epoch})"
+    # The last epoch is the best one (or nothing was selected): its weights are still in memory, as saved.
+    if run["ema"] is not None:
+        layer.set_state_dict(run["ema"].shadow)
+    return f"best (epoch {state.best_epoch})" if state.best_epoch == state.epoch else f"last (epoch {state.epoch})"
 
 
 def _print_final(summary):
