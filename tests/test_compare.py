@@ -6,11 +6,11 @@ import os
 import shutil
 
 import pytest
+from helpers import run_tool
 
 from paddle_mbnet.analysis import compare
 from paddle_mbnet.training.config import save_config
 from paddle_mbnet.training.data import write_tiny_cifar10
-from helpers import run_tool
 
 MODELS = "mobilenet_v1@0.25,resnet18"
 

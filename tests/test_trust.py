@@ -11,12 +11,12 @@ import tarfile
 import numpy as np
 import paddle
 import pytest
+from helpers import ROOT, run_tool
 
 from paddle_mbnet.errors import CheckpointError, ConfigError, DataError
 from paddle_mbnet.training import loop, rundir, trainer
 from paddle_mbnet.training.config import load_config, load_resume_config
 from paddle_mbnet.training.data import write_tiny_cifar10
-from helpers import ROOT, run_tool
 
 
 @pytest.fixture(scope="module")

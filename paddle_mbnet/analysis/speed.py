@@ -11,7 +11,6 @@ import numpy as np
 
 from .specs import build
 
-
 PHASES = ("eager", "engine", "train")  # what is timed: the dynamic model, the exported one, a training step
 
 
