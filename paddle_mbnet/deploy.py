@@ -42,6 +42,9 @@ def export(model, prefix: str, image_size: int, legacy: bool = False) -> str:
             paddle.jit.save(model, prefix, input_spec=spec)
     else:
         paddle.jit.save(model, prefix, input_spec=spec)
+    stale = prefix + (".json" if legacy else ".pdmodel")  # the other format's program would pair with these weights
+    if os.path.isfile(stale):
+        os.remove(stale)
     return prefix
 
 

@@ -1,4 +1,6 @@
 """The deploy path's engines: Paddle Inference, and OpenVINO where installed, each checked against the dynamic model."""
+import os
+
 import numpy as np
 import paddle
 import pytest
@@ -48,12 +50,13 @@ def test_unknown_engine_is_refused(tmp_path):
         deploy.create_engine(str(tmp_path / "x"), "onnx")
 
 
-def test_compare_times_the_chosen_engine(tmp_path):
+@pytest.mark.parametrize("interleave", [True, False])
+def test_compare_times_the_chosen_engine(tmp_path, interleave):
     pytest.importorskip("openvino", reason="OpenVINO is an optional engine (pip install openvino)")
     from paddle_mbnet.analysis.speed import measure_speed
 
     records = measure_speed(["mobilenet_v1@0.25"], input_size=32, batch_size=2, train_batch=0, repeats=1, warmup=1,
-                            engine="openvino", log=lambda _: None)
+                            engine="openvino", log=lambda _: None, interleave=interleave)
     record = records["mobilenet_v1@0.25"]
     assert record["engine"] == "openvino"
     assert record["engine_latency_ms_p50"] > 0 and record["engine_throughput_ips"] > 0
@@ -75,3 +78,13 @@ def test_onednn_off_is_really_off(tmp_path, monkeypatch):
     plain, onednn = deploy.create_engine(prefix, "paddle", onednn=False), deploy.create_engine(prefix, "paddle")
     assert built == [False, True]
     assert _relative_diff(plain(images), want) < 1e-4 and _relative_diff(onednn(images), want) < 1e-4
+
+
+def test_exporting_one_format_removes_the_other(tmp_path):
+    """Both formats share the weights file: a program of the other format left beside it would pair with them."""
+    prefix, _, _ = _exported(tmp_path, "mobilenet_v1", legacy=False)
+    model = build_model("mobilenet_v1", num_classes=10, small_input=True)
+    deploy.export(model, prefix, 32, legacy=True)
+    assert os.path.isfile(prefix + ".pdmodel") and not os.path.exists(prefix + ".json")
+    deploy.export(model, prefix, 32)
+    assert os.path.isfile(prefix + ".json") and not os.path.exists(prefix + ".pdmodel")

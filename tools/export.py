@@ -20,6 +20,8 @@ def main(argv=None):
     p.add_argument("--engine", default="paddle", choices=("paddle", "openvino"),
                    help="the engine that will run the model: paddle (Paddle Inference) or openvino")
     args = p.parse_args(argv)
+    if args.no_onednn and args.engine == "openvino":
+        p.error("--no-onednn is a Paddle Inference setting; drop it with --engine openvino")
     import numpy as np
     import paddle
 

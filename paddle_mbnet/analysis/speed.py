@@ -41,12 +41,15 @@ def measure_speed(specs, input_size=224, batch_size=16, train_input_size=32, tra
 
 def _measure_alone(spec, repeats, warmup, log, batches, options) -> dict:
     """One model's record, its phases built, timed and freed one after another."""
-    record, times = None, {}
-    for phase in PHASES if options["timing"] else PHASES[:1]:
+    wanted = {"eager": True, "engine": bool(options["engine"]), "train": options["train_batch"] > 0}
+    phases = [phase for phase in PHASES if wanted[phase]] if options["timing"] else []
+    record, times = {}, {}
+    for index, phase in enumerate(phases or [None]):
         with tempfile.TemporaryDirectory(prefix="mbnet_engine_") as engine_dir:
-            counted, tasks = _prepare(spec, engine_dir, log, phases=(phase,), count=record is None, **options)
-            record = record or counted
-            times.update(time_rounds({spec: tasks}, repeats if options["timing"] else 0, warmup, log)[spec])
+            counted, tasks = _prepare(spec, engine_dir, log, phases=(phase,), count=index == 0, **options)
+            record.update(counted)
+            if tasks:
+                times.update(time_rounds({spec: tasks}, repeats, warmup, log)[spec])
         del tasks
         gc.collect()  # the phase's model, predictor or optimizer goes before the next one is built
     record.update(_summarize(times, batches))
@@ -61,7 +64,7 @@ def _prepare(spec, engine_dir, log, input_size, batch_size, train_input_size, tr
 
     from .benchmark import train_step_fn
 
-    model = build(spec, input_size) if count or "train" not in phases else None
+    model = build(spec, input_size) if count or {"eager", "engine"} & set(phases) else None
     record = _complexity_record(spec, model, input_size, train_input_size, log) if count else {}
     if not timing:
         return record, {}

@@ -19,9 +19,13 @@ CKPT_LAST, CKPT_BEST = "last.pdckpt", "best.pdckpt"
 def _tensor_record(tensor):
     try:  # a view of the tensor's own memory: nothing is copied on the way to the file
         data = np.from_dlpack(tensor.detach())
-    except (BufferError, RuntimeError, TypeError, ValueError):  # device memory, or a dtype numpy lacks
+    except (AttributeError, BufferError, RuntimeError, TypeError, ValueError):  # device memory, bfloat16
         data = np.array(tensor.cpu())
     return tuple, ((tensor.name, data),)
+
+
+def _dense_record(tensor):
+    return eval, ("data", {"data": np.array(tensor)})  # paddle.save's own record of a DenseTensor
 
 
 def _lean_save(obj, path):
@@ -37,6 +41,7 @@ def _lean_save(obj, path):
         pickler.dispatch_table = copyreg.dispatch_table.copy()
         for tensor_type in (paddle.Tensor, paddle.base.framework.EagerParamBase):
             pickler.dispatch_table[tensor_type] = _tensor_record
+        pickler.dispatch_table[paddle.base.core.DenseTensor] = _dense_record
         pickler.dump(obj)
 
 
@@ -85,9 +90,9 @@ def copy_checkpoint(source: str, path: str) -> None:
     them, so the best epoch's checkpoint is not written twice; the next save of ``source`` replaces its name
     with a new file and leaves this one as it is."""
     tmp = path + ".tmp"
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(tmp)
     try:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
         try:
             os.link(source, tmp)
         except OSError:

@@ -239,6 +239,7 @@ def _restore(run, cfg):
     state, ckpt = TrainState(), run["ckpt"]
     if ckpt is None:
         return state, []
+    run["ckpt"] = None  # its tensors are loaded below: no second copy of the run's states for the whole run
     _load_states(run, ckpt)
     for field in dataclasses.fields(TrainState):
         state[field.name] = ckpt[field.name]
@@ -444,15 +445,13 @@ def _select_weights(run, state) -> str:
     into its model for the final test; returns which they are."""
     layer = getattr(run["model"], "_layers", run["model"])
     best_path = os.path.join(run["out"], CKPT_BEST)
-    if os.path.isfile(best_path) and state.best_epoch != state.epoch:
-        # The optimizer's moments and the gradients are no longer needed: free them before the checkpoint
-        # (which holds moments and weights again) is read, so the peak is not both at once.
-        run["optimizer"] = None
+    if os.path.isfile(best_path) and (state.best_epoch != state.epoch or state.batches_done):
+        run["optimizer"] = run["ema"] = None  # freed before the checkpoint, which holds them again, is read
         for param in layer.parameters():
             param.clear_gradient(False)
         layer.set_state_dict(evaluated_weights(load_checkpoint(best_path, return_numpy=True)))
         return f"best (epoch {state.best_epoch})"
-    # The last epoch is the best one (or nothing was selected): its weights are still in memory, as saved.
+    # the best epoch is the last one trained (or none was selected): memory holds its weights, as saved
     if run["ema"] is not None:
         layer.set_state_dict(run["ema"].shadow)
     return f"best (epoch {state.best_epoch})" if state.best_epoch == state.epoch else f"last (epoch {state.epoch})"
