@@ -13,8 +13,8 @@ different precision, so not the like-for-like figure). Each is checked against t
 ONNX Runtime side: the same architecture in PyTorch (built from our tables, random weights), exported with
 torch.onnx.export and run by onnxruntime. Each side runs in a child process of its own, one block at a time: a
 runtime's idle thread pool in the same process, or in a parent waiting for the child, slows the other down. The
-two sides alternate in --blocks blocks; each block warms up, then times --repeats calls of every model
-(paddle's variants interleaved, onnxruntime's sessions one after another); figures are medians and p90 over
+three sides take turns in --blocks blocks; each block warms up, then times --repeats calls of every model
+(one variant or session after another); figures are medians and p90 over
 all blocks, and the ratio is ours / onnxruntime (below 1 = ours faster).
 PyTorch and onnxruntime are benchmark-only: pip install -r requirements-bench.txt.
 """
@@ -37,7 +37,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=50, help="timed calls per model and block")
     p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--blocks", type=int, default=3, help="alternations of the paddle and onnxruntime sides")
+    p.add_argument("--blocks", type=int, default=3, help="rounds of the paddle, openvino and onnxruntime sides")
     p.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)  # a child process
     args = p.parse_args(argv)
     if min(args.repeats, args.blocks, args.input_size) < 1 or args.warmup < 0:
@@ -81,11 +81,10 @@ def _ort_times(args, folder):
 def _child(args):
     """One block of one side: build, check, time; the last line printed is JSON."""
     with tempfile.TemporaryDirectory() as folder:
-        if args.side == "paddle":  # one thread pool for every predictor: the variants are timed interleaved
-            calls, versions = _paddle_calls(args, folder)
-            times = _rounds(calls, args.repeats, args.warmup)
-        elif args.side == "openvino":  # each compiled model has its own thread pool: one variant after another
-            calls, versions = _openvino_calls(args, folder)
+        if args.side in ("paddle", "openvino"):
+            # one variant after another: interleaved with paddle's plain CPU kernels, the oneDNN predictors
+            # ran markedly slower than alone (caches and thread pools of the other kernels in between)
+            calls, versions = (_paddle_calls if args.side == "paddle" else _openvino_calls)(args, folder)
             times = {key: values for key, call in calls.items()
                      for key, values in _rounds({key: call}, args.repeats, args.warmup).items()}
         else:
@@ -174,8 +173,8 @@ def main(argv=None):
 
     print(env_header())
     print(f"batch 1 at {args.input_size}x{args.input_size}, {args.threads} threads, {args.blocks} blocks x "
-          f"{args.repeats} timed calls per model after {args.warmup} warm-up calls; paddle and onnxruntime in "
-          f"separate processes, alternating")
+          f"{args.repeats} timed calls per model after {args.warmup} warm-up calls; paddle, openvino and "
+          f"onnxruntime in separate processes, in turn; within a process one variant after another")
     times, versions = {}, {}
     for index in range(args.blocks):
         for side in SIDES:
