@@ -93,10 +93,9 @@ def run_predictor(predictor, x: np.ndarray) -> np.ndarray:
 class OpenVinoModel:
     """An exported model compiled by OpenVINO for the CPU, called like ``run_predictor``: ndarray in, ndarray out.
 
-    Compiled once per input shape with that shape fixed (a static batch size let OpenVINO pick faster kernels
-    for MobileNetV2 in docs/results/bench_deploy_cpu_2threads.txt), in float32 unless ``precision`` says
-    otherwise: on CPUs with AMX or AVX-512 BF16 OpenVINO would otherwise compute in bfloat16, which no longer
-    matches the trained model to float32 accuracy."""
+    Compiled once per input shape with that shape fixed (static shapes are what OpenVINO's CPU plugin plans
+    its kernels for), in float32 unless ``precision`` says otherwise: on CPUs with AMX or AVX-512 BF16 OpenVINO
+    would otherwise compute in bfloat16, which no longer matches the trained model to float32 accuracy."""
 
     def __init__(self, prefix: str, threads: int = 1, precision: str = "f32"):
         openvino = self.check_installed()
