@@ -45,17 +45,24 @@ def _lean_save(obj, path):
         pickler.dump(obj)
 
 
-def _atomic_save(obj, path):
-    """Write beside the target, then rename: a crash or full disk mid-write leaves the previous file intact."""
+def _write_then_rename(path, write) -> None:
+    """``write(tmp)`` beside the target, then rename: a crash or full disk mid-write leaves the previous file
+    intact."""
     tmp = path + ".tmp"
     try:
-        _lean_save(obj, tmp)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        write(tmp)
         os.replace(tmp, path)
     except OSError as e:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise CheckpointError(f"cannot write {path!r} ({e.strerror or e}); free disk space or choose another "
                               f"-o Global.output_dir=..., then continue with -o Global.resume=<run dir>") from None
+
+
+def _atomic_save(obj, path):
+    _write_then_rename(path, lambda tmp: _lean_save(obj, tmp))
 
 
 def rename_optimizer_state(opt_state: dict, layer, to_structured: bool) -> dict:
@@ -89,20 +96,13 @@ def copy_checkpoint(source: str, path: str) -> None:
     """``path`` becomes a copy of the checkpoint ``source`` (atomically): a hard link where the file system has
     them, so the best epoch's checkpoint is not written twice; the next save of ``source`` replaces its name
     with a new file and leaves this one as it is."""
-    tmp = path + ".tmp"
-    try:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
+    def link_or_copy(tmp):
         try:
             os.link(source, tmp)
         except OSError:
             shutil.copyfile(source, tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise CheckpointError(f"cannot write {path!r} ({e.strerror or e}); free disk space or choose another "
-                              f"-o Global.output_dir=..., then continue with -o Global.resume=<run dir>") from None
+
+    _write_then_rename(path, link_or_copy)
 
 
 def resolve_checkpoint(path: str, prefer=(CKPT_LAST,)) -> str:
