@@ -22,6 +22,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 
 import numpy as np
 import paddle
@@ -267,10 +268,12 @@ def _load_states(run, ckpt) -> None:
         raise ConfigError(f"{ckpt['path']} holds another network (no {missing[0]}); resume with the run's own "
                           f"config")
     layer.set_state_dict(ckpt["model"])
-    run["optimizer"].set_state_dict(rename_optimizer_state(ckpt["optimizer"], layer, to_structured=False))
+    with warnings.catch_warnings():  # paddle's LinearWarmup calls its own nested scheduler's entry "unused"
+        warnings.filterwarnings("ignore", message="There are some unused values in state_dict")
+        run["optimizer"].set_state_dict(rename_optimizer_state(ckpt["optimizer"], layer, to_structured=False))
+        run["scheduler"].set_state_dict(ckpt["scheduler"])
     if run["ema"] is not None and ckpt.get("ema"):
         run["ema"].set_state_dict(ckpt["ema"])
-    run["scheduler"].set_state_dict(ckpt["scheduler"])
     if run["scaler"] is not None and ckpt.get("scaler"):
         run["scaler"].load_state_dict(ckpt["scaler"])
 
