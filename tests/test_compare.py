@@ -9,7 +9,8 @@ import pytest
 from helpers import run_tool
 
 from paddle_mbnet.analysis import compare
-from paddle_mbnet.training.config import save_config
+from paddle_mbnet.analysis.runs import RECIPE_CONFIG
+from paddle_mbnet.training.config import load_config, save_config
 from paddle_mbnet.training.data import write_tiny_cifar10
 
 MODELS = "mobilenet_v1@0.25,resnet18"
@@ -140,6 +141,12 @@ def test_plan_run_start_resume_skip(tmp_path):
     assert compare.plan_run(resumed)[0] == "skip"
     baseline = compare.train_config("vgg16", str(tmp_path / "v"))
     assert baseline["Arch"]["small_input"] is False
+
+
+def test_runs_keep_the_recipe_warmup_unless_told(tmp_path):
+    recipe = compare.train_config("resnet50", str(tmp_path / "r"))["Optimizer"]["warmup_epochs"]
+    assert recipe == load_config(RECIPE_CONFIG)["Optimizer"]["warmup_epochs"] > 0
+    assert compare.train_config("resnet50", str(tmp_path / "r"), warmup_epochs=0)["Optimizer"]["warmup_epochs"] == 0
 
 
 def test_an_unfinished_run_resumes_to_completion(result, tmp_path):

@@ -134,3 +134,5 @@ def test_pretrained_true_offline_fails_at_once(monkeypatch, tmp_path):
 def test_pretrained_true_without_official_weights():
     with pytest.raises(ValueError, match="no ImageNet weights for mobilenet_v1"):
         pm.build_model("mobilenet_v1", pretrained=True, scale=0.5)
+    with pytest.raises(ValueError, match="no ImageNet weights for vgg16_bn"):
+        pm.build_model("vgg16_bn", pretrained=True)

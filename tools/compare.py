@@ -57,9 +57,9 @@ def parse_args(argv=None):
                    help="equal time budget: every model trains this many minutes (its steps measured on this "
                         "machine first); default: equal epochs (--epochs)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per training run (default 3, as the reference)")
-    p.add_argument("--warmup-epochs", type=float, default=0,
-                   help="linear warm-up epochs of the training runs (default 0: short runs should not spend "
-                        "their budget warming up)")
+    p.add_argument("--warmup-epochs", type=float, default=None,
+                   help="linear warm-up epochs of the training runs (default: the recipe's, as the shipped configs "
+                        "train; the trainer caps it at a quarter of each run)")
     p.add_argument("--train-size", type=int, default=None, help="training images per run (0 = all)")
     p.add_argument("--val-size", type=int, default=None, help="validation images carved from train")
     p.add_argument("--test-size", type=int, default=None, help="test images evaluated (0 = all)")

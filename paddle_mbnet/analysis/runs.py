@@ -17,10 +17,12 @@ RECIPE_CONFIG = os.path.join(REPO_ROOT, "configs", "mbv1_cifar.yaml")  # the shi
 
 
 def train_config(spec: str, run_dir: str, preset: str = "cifar", epochs: int = 3, threads: int = 0,
-                 device: str = "auto", overrides=(), warmup_epochs: float = 0.0, max_steps: int = 0) -> dict:
+                 device: str = "auto", overrides=(), warmup_epochs: float | None = None,
+                 max_steps: int = 0) -> dict:
     """The tools/train.py config of ``spec``'s run: ``preset`` "cifar" (32 px, the shipped recipe of
     ``configs/mbv1_cifar.yaml`` for every model) or "ref224" (``configs/ref224_<model>.yaml``, the AI Studio
-    reference setup), then ``overrides``. ``max_steps`` > 0 ends the run at that step (a time budget)."""
+    reference setup), then ``overrides``. ``max_steps`` > 0 ends the run at that step (a time budget);
+    ``warmup_epochs`` None keeps the recipe's warm-up (capped at a quarter of a short run by the trainer)."""
     name, kwargs = parse_spec(spec)
     if preset == "cifar":
         base, first = RECIPE_CONFIG, [f"Arch.name={name}", f"Arch.small_input={get_entry(name).mobilenet_options}"]
@@ -33,8 +35,8 @@ def train_config(spec: str, run_dir: str, preset: str = "cifar", epochs: int = 3
         raise ArgumentError(f"unknown training preset {preset!r}; valid: cifar, ref224")
     first += [f"Arch.scale={kwargs['scale']}"] if "scale" in kwargs else []
     first += [f"Global.output_dir={run_dir}", f"Global.epochs={epochs}", f"Global.num_threads={threads}",
-              f"Global.device={device}", f"Optimizer.warmup_epochs={warmup_epochs}",
-              f"Global.max_steps={max_steps}"]
+              f"Global.device={device}", f"Global.max_steps={max_steps}"]
+    first += [] if warmup_epochs is None else [f"Optimizer.warmup_epochs={warmup_epochs}"]
     return load_config(base, [*first, *overrides])
 
 

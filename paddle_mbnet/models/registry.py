@@ -67,6 +67,10 @@ register_model("mobilenet_v1_conv", functools.partial(MobileNetV1, full_conv=Tru
                mobilenet_options=True)
 register_model("vgg16", pvm.vgg16, urls=_pv_vgg.model_urls)
 register_model("vgg19", pvm.vgg19, urls=_pv_vgg.model_urls)
+# VGG with BatchNorm after every conv, as CIFAR comparisons train it: without it VGG cannot take the shared
+# recipe's learning rate. Paddle publishes no ImageNet weights for these.
+register_model("vgg16_bn", functools.partial(pvm.vgg16, batch_norm=True))
+register_model("vgg19_bn", functools.partial(pvm.vgg19, batch_norm=True))
 register_model("resnet18", pvm.resnet18, urls=_pv_resnet.model_urls)
 register_model("resnet50", pvm.resnet50, urls=_pv_resnet.model_urls)
 register_model("resnet152", pvm.resnet152, urls=_pv_resnet.model_urls)
