@@ -152,11 +152,11 @@ def run(args, compare, specs, run_cfgs, command):
     train_batch = first["DataLoader"]["batch_size"] if args.train_batch is None else args.train_batch
     header = make_header(args, env_header(), device, train_batch, train_px, command)
     print("\n".join(header), flush=True)
+    if args.train_minutes and not args.no_train:  # before any inference engine has run in this process
+        set_budgets(args, compare, specs, run_cfgs)
     records = compare.measure_speed(specs, args.input_size, args.batch_size, train_px, train_batch, args.repeats,
                                     args.warmup, engine=None if args.no_engine else args.engine, threads=args.threads,
                                     timing=not args.no_speed, interleave=not args.quick)
-    if args.train_minutes and not args.no_train:
-        set_budgets(args, compare, specs, run_cfgs)
     paper, notes = compare.paper_tables(), train_notes(first, args)
     title = f"{os.cpu_count()}-core {device.upper()}, {budget_words(args)}"
 
