@@ -79,7 +79,18 @@ def create_predictor(prefix: str, threads: int = 1, onednn: bool = True, gpu: bo
             config.enable_mkldnn_int8(set(int8_ops))
     config.disable_glog_info()
     config.switch_ir_optim(ir_optim)
-    return inference.create_predictor(config)
+    predictor = inference.create_predictor(config)
+    restore_process_threads()
+    return predictor
+
+
+def restore_process_threads() -> None:
+    """Paddle Inference sets the process's MKL and OpenMP thread count to its own when a predictor is created and
+    to 1 after every run (analysis_predictor.cc, SetNumThreads): put back the count the process runs with
+    (OMP_NUM_THREADS, which the tools set), so eager code and training after a predictor keep their threads."""
+    wanted = os.environ.get("OMP_NUM_THREADS", "")
+    if wanted.isdigit() and int(wanted) > 0:
+        paddle.base.core.set_num_threads(int(wanted))
 
 
 def run_predictor(predictor, x: np.ndarray) -> np.ndarray:
@@ -87,6 +98,7 @@ def run_predictor(predictor, x: np.ndarray) -> np.ndarray:
     handle.reshape(list(x.shape))
     handle.copy_from_cpu(np.ascontiguousarray(x, dtype="float32"))
     predictor.run()
+    restore_process_threads()
     return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
 
 

@@ -26,6 +26,15 @@ def test_bench_depthwise_prints_layer_and_step_ratios():
     assert re.search(r"depthwise forward \(mbnet op\) +39 ", out)  # 13 layers x 3 profiled steps
 
 
+def test_bench_engine_aftereffect_prints_every_state():
+    out = run_tool("bench_engine_aftereffect.py", "--model", "mobilenet_v1@0.25", "--threads", "1",
+                   "--repeats", "1", "--blocks", "1").stdout
+    assert "OMP_NUM_THREADS=1" in out and "threads 1;" in out
+    for state in ("fresh", "deploy path ran", "bare predictor ran"):
+        assert re.search(rf"{state} +step p50 +[\d.]+ ms +p90 +[\d.]+ ms +[\d.]+x fresh", out)
+    assert re.search(r"fresh +step .* 1\.00x fresh", out)
+
+
 def test_bench_data_prints_the_pipeline_to_training_ratio(tmp_path):
     archive = write_tiny_cifar10(str(tmp_path / "c.tar.gz"), 300, 10)
     out = run_tool("bench_data.py", "-c", "configs/mbv1_cifar.yaml", "-o", f"DataLoader.data_file={archive}",

@@ -277,11 +277,15 @@ def test_bad_arguments_are_refused_before_any_timing(extra, message, tmp_path):
 
 def test_equal_time_budget_stops_each_run_at_its_steps(archive, tmp_path):
     out = str(tmp_path / "o")
-    proc = run_tool("compare.py", "--models", "mobilenet_v1@0.25", "--input-size", "32", "--quick", "--no-engine",
-                    "--threads", "1", "--data-file", archive, "--train-size", "32", "--val-size", "16",
-                    "--test-size", "20", "-o", "DataLoader.batch_size=8", "-o", "DataLoader.num_workers=0",
-                    "--train-minutes", "0.02", "--no-speed", "--out", out, timeout=300)
+    argv = ["compare.py", "--models", "mobilenet_v1@0.25", "--input-size", "32", "--quick", "--no-engine",
+            "--threads", "1", "--data-file", archive, "--train-size", "32", "--val-size", "16",
+            "--test-size", "20", "-o", "DataLoader.batch_size=8", "-o", "DataLoader.num_workers=0",
+            "--train-minutes", "0.02", "--no-speed", "--out", out]
+    proc = run_tool(*argv, timeout=300)
     steps = int(proc.stdout.split("-> ")[1].split(" steps")[0])
+    assert proc.stdout.index("[budget]") < proc.stdout.index("[speed]")  # measured before any engine could run
+    again = run_tool(*argv, timeout=300)  # a rerun keeps the started run's budget and skips the finished run
+    assert "finished (" in again.stdout and ": skip" in again.stdout and "[budget]" not in again.stdout
     with open(os.path.join(out, "results.json")) as f:
         (rec,) = json.load(f)
     assert rec["train_images"] == steps * 8 and rec["epochs_trained"] == pytest.approx(steps * 8 / 32)

@@ -88,3 +88,18 @@ def test_exporting_one_format_removes_the_other(tmp_path):
     assert os.path.isfile(prefix + ".pdmodel") and not os.path.exists(prefix + ".json")
     deploy.export(model, prefix, 32)
     assert os.path.isfile(prefix + ".json") and not os.path.exists(prefix + ".pdmodel")
+
+
+def test_the_deploy_path_gives_the_process_its_threads_back(tmp_path, monkeypatch):
+    """Paddle Inference leaves MKL and OpenMP at 1 thread after a run; the deploy path restores OMP_NUM_THREADS."""
+    model = build_model("mobilenet_v1", scale=0.25, num_classes=10, small_input=True)
+    model.eval()
+    predictor = deploy.create_predictor(deploy.export(model, str(tmp_path / "m"), 32), threads=1)
+    calls = []
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.setattr(paddle.base.core, "set_num_threads", calls.append)
+    deploy.run_predictor(predictor, np.zeros([1, 3, 32, 32], "float32"))
+    assert calls == [3]
+    monkeypatch.delenv("OMP_NUM_THREADS")  # unknown: paddle's own setting stays
+    deploy.run_predictor(predictor, np.zeros([1, 3, 32, 32], "float32"))
+    assert calls == [3]

@@ -118,7 +118,8 @@ def main(argv=None):
         check_args(args, compare, specs)
         run_cfgs = {s: train_config_for(compare, s, args) for s in specs}
         for cfg in run_cfgs.values():
-            compare.plan_run(cfg)  # a run directory holding another config fails now, not after the timing
+            # a run directory holding another config fails now, not after the timing
+            compare.plan_run(cfg, budgeted=bool(args.train_minutes))
     except MbnetError as e:
         sys.exit(f"error: {e}")
     command = "python tools/compare.py " + shlex.join(sys.argv[1:] if argv is None else argv)
@@ -177,8 +178,8 @@ def run(args, compare, specs, run_cfgs, command):
 def make_header(args, env, device, train_batch, train_px, command):
     from paddle_mbnet.deploy import ENGINES as ENGINE_NAMES
 
-    order = ("one model and one phase (eager, inference, training step) at a time (--quick)" if args.quick
-             else "models interleaved in every round")
+    order = ("one model and one phase at a time (--quick): every model's eager calls, then training steps, then "
+             "inference" if args.quick else "models interleaved in every round, inference rounds after the others")
     header = [env, f"paddle threads {args.threads} (paddle.base.core.set_num_threads, OMP_NUM_THREADS); "
                    f"device {device}",
               f"command: {command}",

@@ -40,28 +40,32 @@ def train_config(spec: str, run_dir: str, preset: str = "cifar", epochs: int = 3
     return load_config(base, [*first, *overrides])
 
 
-def _run_identity(cfg: dict) -> dict:
-    """The config without where the run lives: two runs with the same identity train the same thing."""
+def _run_identity(cfg: dict, budgeted: bool = False) -> dict:
+    """The config without where the run lives: two runs with the same identity train the same thing.
+    ``budgeted``: the steps and epochs of a time budget are not known yet, so they are left out."""
     cfg = json.loads(json.dumps(cfg))
     cfg["Global"]["resume"] = ""
     cfg["Global"]["overwrite"] = False
     cfg["Global"]["output_dir"] = ""  # where the run lives, not what it is: a moved --out still matches
+    if budgeted:
+        cfg["Global"]["max_steps"] = cfg["Global"]["epochs"] = 0
     return cfg
 
 
-def plan_run(cfg: dict) -> tuple[str, str]:
+def plan_run(cfg: dict, budgeted: bool = False) -> tuple[str, str]:
     """What to do for the run ``cfg`` describes: ("skip" | "resume" | "start", reason).
 
     A finished run with the same config is skipped, an unfinished one (Ctrl-C, a crash, a
     stopped comparison) resumes from its last checkpoint; a run directory holding a different
-    config is an error, so no finished work is overwritten.
+    config is an error, so no finished work is overwritten. ``budgeted``: a time-budgeted run whose steps are
+    not measured yet (its started run's budget is reused later), compared without its steps and epochs.
     """
     run_dir = cfg["Global"]["output_dir"]
     saved = os.path.join(run_dir, "config.yaml")
     if not os.path.isfile(saved):
         return "start", "no run yet"
     old = load_config(saved)
-    old_c, new_c = _run_identity(old), _run_identity(cfg)
+    old_c, new_c = _run_identity(old, budgeted), _run_identity(cfg, budgeted)
     if old_c != new_c:
         diff = [f"{s}.{k}: {old_c[s][k]!r} -> {new_c[s][k]!r}" for s in new_c for k in new_c[s]
                 if old_c[s][k] != new_c[s][k]]

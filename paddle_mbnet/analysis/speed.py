@@ -12,8 +12,8 @@ import numpy as np
 from .specs import build
 
 PHASES = ("eager", "train", "engine")  # what is timed: the dynamic model, a training step, the exported one
-# Running a Paddle Inference predictor leaves the process's eager kernels slower afterwards (cause unknown), so
-# every engine call comes after all eager and training timings.
+# Paddle Inference leaves the process at 1 thread after a run (deploy.restore_process_threads undoes that); the
+# engines are timed last all the same, so no engine state can reach the eager and training timings.
 ENGINE_KINDS = ("engine_latency", "engine_throughput")
 
 
@@ -22,10 +22,11 @@ def measure_speed(specs, input_size=224, batch_size=16, train_input_size=32, tra
                   interleave=True) -> dict:
     """Complexity and timings for every spec; returns {spec: partial record}. ``timing=False`` gives the
     complexity only (timing columns None). ``interleave`` times every model once per round, so drift hits all
-    alike, but keeps all of them (and their predictors) in memory; without it one model at a time is timed,
-    and of it one phase at a time (eager, exported, training step), each freed before the next is built, which
-    bounds the memory to the largest single phase. ``engine``: a name of deploy.ENGINES, or None to skip the
-    exported model's timings."""
+    alike, but keeps all of them (and their predictors) in memory; without it one phase of one model is in memory
+    at a time (every model's eager calls, then every model's training step, then every exported model), each
+    freed before the next is built, which bounds the memory to the largest single phase. Either way the exported
+    models are timed after all eager and training calls. ``engine``: a name of deploy.ENGINES, or None to skip
+    the exported model's timings."""
     options = dict(input_size=input_size, batch_size=batch_size, train_input_size=train_input_size,
                    train_batch=train_batch, engine=engine, threads=threads, tensorrt=tensorrt, timing=timing)
     batches = {"latency": 1, "throughput": batch_size, "engine_latency": 1, "engine_throughput": batch_size,
@@ -38,8 +39,8 @@ def measure_speed(specs, input_size=224, batch_size=16, train_input_size=32, tra
             records[spec], tasks[spec] = _prepare(spec, engine_dir, log, **options)
         eager_first = [{spec: {k: c for k, c in calls.items() if (k in ENGINE_KINDS) == engines}
                         for spec, calls in tasks.items()} for engines in (False, True)]
-        times = [time_rounds(part, repeats if timing else 0, warmup, log) if any(part.values())
-                 else {spec: {} for spec in part} for part in eager_first]
+        times = [time_rounds(part, repeats if timing else 0, warmup, log, label) if any(part.values())
+                 else {spec: {} for spec in part} for part, label in zip(eager_first, ("eager + train", "engine"))]
     for spec in specs:
         records[spec].update(_summarize({**times[0][spec], **times[1][spec]}, batches))
     return records
@@ -121,7 +122,7 @@ def _engine_of(model, spec, engine_dir, input_size, engine, threads, tensorrt):
     return create_engine(prefix, engine, threads=threads, **paddle_options)
 
 
-def time_rounds(tasks, repeats, warmup, log) -> dict:
+def time_rounds(tasks, repeats, warmup, log, label: str = "") -> dict:
     """{spec: {kind: [seconds per round]}}: warm-up calls, then every model's calls once per round."""
     from ..training.runtime import synchronize
 
@@ -138,7 +139,7 @@ def time_rounds(tasks, repeats, warmup, log) -> dict:
                 call()
                 synchronize()
                 times[spec][kind].append(time.perf_counter() - started)
-        log(f"[speed] round {round_index + 1}/{repeats} done")
+        log(f"[speed] {label + ' ' if label else ''}round {round_index + 1}/{repeats} done")
     return times
 
 
