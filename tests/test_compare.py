@@ -355,9 +355,9 @@ def test_engines_run_after_every_eager_and_training_timing(monkeypatch, interlea
 
     order, real = [], speed.time_rounds
 
-    def recording(tasks, repeats, warmup, log):
+    def recording(tasks, repeats, warmup, log, label=""):
         order.extend(kind for calls in tasks.values() for kind in calls)
-        return real(tasks, repeats, warmup, log)
+        return real(tasks, repeats, warmup, log, label)
 
     monkeypatch.setattr(speed, "time_rounds", recording)
     specs = ["mobilenet_v1@0.25", "mobilenet_v2@0.35"]
