@@ -346,24 +346,3 @@ def test_quick_runs_keep_no_weight_average_and_no_tta(archive, tmp_path):
         cfg = tool.train_config_for(compare, "mobilenet_v1", args)
         assert (cfg["Global"]["ema_decay"], cfg["Global"]["eval_tta"]) == (ema, tta)
 
-
-@pytest.mark.parametrize("interleave", [True, False])
-def test_engines_run_after_every_eager_and_training_timing(monkeypatch, interleave):
-    """A predictor that has run leaves eager kernels slower in the process: no eager or training timing may follow
-    an engine call, in either timing order."""
-    from paddle_mbnet.analysis import speed
-
-    order, real = [], speed.time_rounds
-
-    def recording(tasks, repeats, warmup, log, label=""):
-        order.extend(kind for calls in tasks.values() for kind in calls)
-        return real(tasks, repeats, warmup, log, label)
-
-    monkeypatch.setattr(speed, "time_rounds", recording)
-    specs = ["mobilenet_v1@0.25", "mobilenet_v2@0.35"]
-    records = speed.measure_speed(specs, input_size=32, batch_size=2, train_batch=2, repeats=1, warmup=0,
-                                  log=lambda _: None, interleave=interleave)
-    engine_at = [i for i, kind in enumerate(order) if kind.startswith("engine_")]
-    assert len(order) == 2 * 5 and len(engine_at) == 2 * 2  # latency, throughput, train + two engine kinds each
-    assert min(engine_at) == len(order) - len(engine_at)  # the engine calls come last
-    assert all(records[s]["engine_latency_ms_p50"] > 0 and records[s]["train_ips"] > 0 for s in specs)

@@ -178,8 +178,8 @@ def run(args, compare, specs, run_cfgs, command):
 def make_header(args, env, device, train_batch, train_px, command):
     from paddle_mbnet.deploy import ENGINES as ENGINE_NAMES
 
-    order = ("one model and one phase at a time (--quick): every model's eager calls, then training steps, then "
-             "inference" if args.quick else "models interleaved in every round, inference rounds after the others")
+    order = ("one model and one phase (eager, inference, training step) at a time (--quick)" if args.quick
+             else "models interleaved in every round")
     header = [env, f"paddle threads {args.threads} (paddle.base.core.set_num_threads, OMP_NUM_THREADS); "
                    f"device {device}",
               f"command: {command}",

@@ -11,10 +11,7 @@ import numpy as np
 
 from .specs import build
 
-PHASES = ("eager", "train", "engine")  # what is timed: the dynamic model, a training step, the exported one
-# Paddle Inference leaves the process at 1 thread after a run (deploy.restore_process_threads undoes that); the
-# engines are timed last all the same, so no engine state can reach the eager and training timings.
-ENGINE_KINDS = ("engine_latency", "engine_throughput")
+PHASES = ("eager", "engine", "train")  # what is timed: the dynamic model, the exported one, a training step
 
 
 def measure_speed(specs, input_size=224, batch_size=16, train_input_size=32, train_batch=32, repeats=10,
@@ -22,48 +19,41 @@ def measure_speed(specs, input_size=224, batch_size=16, train_input_size=32, tra
                   interleave=True) -> dict:
     """Complexity and timings for every spec; returns {spec: partial record}. ``timing=False`` gives the
     complexity only (timing columns None). ``interleave`` times every model once per round, so drift hits all
-    alike, but keeps all of them (and their predictors) in memory; without it one phase of one model is in memory
-    at a time (every model's eager calls, then every model's training step, then every exported model), each
-    freed before the next is built, which bounds the memory to the largest single phase. Either way the exported
-    models are timed after all eager and training calls. ``engine``: a name of deploy.ENGINES, or None to skip
-    the exported model's timings."""
+    alike, but keeps all of them (and their predictors) in memory; without it one model at a time is timed,
+    and of it one phase at a time (eager, exported, training step), each freed before the next is built, which
+    bounds the memory to the largest single phase. ``engine``: a name of deploy.ENGINES, or None to skip the
+    exported model's timings."""
     options = dict(input_size=input_size, batch_size=batch_size, train_input_size=train_input_size,
                    train_batch=train_batch, engine=engine, threads=threads, tensorrt=tensorrt, timing=timing)
     batches = {"latency": 1, "throughput": batch_size, "engine_latency": 1, "engine_throughput": batch_size,
                "train": train_batch}
     if not interleave:
-        return _measure_alone(specs, repeats, warmup, log, batches, options)
+        return {spec: _measure_alone(spec, repeats, warmup, log, batches, options) for spec in specs}
     records, tasks = {}, {}
     with tempfile.TemporaryDirectory(prefix="mbnet_engine_") as engine_dir:
         for spec in specs:
             records[spec], tasks[spec] = _prepare(spec, engine_dir, log, **options)
-        eager_first = [{spec: {k: c for k, c in calls.items() if (k in ENGINE_KINDS) == engines}
-                        for spec, calls in tasks.items()} for engines in (False, True)]
-        times = [time_rounds(part, repeats if timing else 0, warmup, log, label) if any(part.values())
-                 else {spec: {} for spec in part} for part, label in zip(eager_first, ("eager + train", "engine"))]
-    for spec in specs:
-        records[spec].update(_summarize({**times[0][spec], **times[1][spec]}, batches))
-    return records
-
-
-def _measure_alone(specs, repeats, warmup, log, batches, options) -> dict:
-    """Every spec's record, one model and one phase in memory at a time (each freed before the next is built):
-    all models' eager and training phases first, then their exported models."""
-    wanted = {"eager": True, "engine": bool(options["engine"]), "train": options["train_batch"] > 0}
-    phases = [phase for phase in PHASES if wanted[phase]] if options["timing"] else []
-    records, times = {spec: {} for spec in specs}, {spec: {} for spec in specs}
-    for index, phase in enumerate(phases or [None]):
-        for spec in specs:
-            with tempfile.TemporaryDirectory(prefix="mbnet_engine_") as engine_dir:
-                counted, tasks = _prepare(spec, engine_dir, log, phases=(phase,), count=index == 0, **options)
-                records[spec].update(counted)
-                if tasks:
-                    times[spec].update(time_rounds({spec: tasks}, repeats, warmup, log)[spec])
-            del tasks
-            gc.collect()  # the phase's model, predictor or optimizer goes before the next one is built
+        times = time_rounds(tasks, repeats if timing else 0, warmup, log)
     for spec in specs:
         records[spec].update(_summarize(times[spec], batches))
     return records
+
+
+def _measure_alone(spec, repeats, warmup, log, batches, options) -> dict:
+    """One model's record, its phases built, timed and freed one after another."""
+    wanted = {"eager": True, "engine": bool(options["engine"]), "train": options["train_batch"] > 0}
+    phases = [phase for phase in PHASES if wanted[phase]] if options["timing"] else []
+    record, times = {}, {}
+    for index, phase in enumerate(phases or [None]):
+        with tempfile.TemporaryDirectory(prefix="mbnet_engine_") as engine_dir:
+            counted, tasks = _prepare(spec, engine_dir, log, phases=(phase,), count=index == 0, **options)
+            record.update(counted)
+            if tasks:
+                times.update(time_rounds({spec: tasks}, repeats, warmup, log)[spec])
+        del tasks
+        gc.collect()  # the phase's model, predictor or optimizer goes before the next one is built
+    record.update(_summarize(times, batches))
+    return record
 
 
 def _prepare(spec, engine_dir, log, input_size, batch_size, train_input_size, train_batch, engine, threads,
@@ -122,7 +112,7 @@ def _engine_of(model, spec, engine_dir, input_size, engine, threads, tensorrt):
     return create_engine(prefix, engine, threads=threads, **paddle_options)
 
 
-def time_rounds(tasks, repeats, warmup, log, label: str = "") -> dict:
+def time_rounds(tasks, repeats, warmup, log) -> dict:
     """{spec: {kind: [seconds per round]}}: warm-up calls, then every model's calls once per round."""
     from ..training.runtime import synchronize
 
@@ -139,7 +129,7 @@ def time_rounds(tasks, repeats, warmup, log, label: str = "") -> dict:
                 call()
                 synchronize()
                 times[spec][kind].append(time.perf_counter() - started)
-        log(f"[speed] {label + ' ' if label else ''}round {round_index + 1}/{repeats} done")
+        log(f"[speed] round {round_index + 1}/{repeats} done")
     return times
 
 
