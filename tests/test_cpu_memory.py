@@ -40,3 +40,28 @@ def test_freed_blocks_are_reused_and_the_default_can_be_kept():
     assert active and faults < 1000  # 64 MB = 16384 pages; reused, so hardly any fault
     active, faults = _faults("default")
     assert not active and faults > 10000  # glibc maps and unmaps a fresh block: one fault per 4 KB page
+
+
+RELEASE_CODE = """
+import paddle
+from paddle_mbnet.cpu import memory as cpu_memory
+
+def resident_mb():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+
+assert cpu_memory.keep_freed_memory()
+blocks = [paddle.ones([16 * 2**20]) for _ in range(4)]  # 256 MB
+del blocks
+kept = resident_mb()
+assert cpu_memory.release_freed_memory()
+print(kept, resident_mb())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="malloc_trim is glibc's")
+def test_release_hands_kept_memory_back():
+    env = {k: v for k, v in os.environ.items() if k != "PADDLE_MBNET_MALLOC"}
+    out = subprocess.run([sys.executable, "-c", RELEASE_CODE], env={**env, "PYTHONPATH": ROOT}, capture_output=True,
+                         text=True, check=True).stdout
+    kept, released = map(float, out.split())
+    assert kept - released > 200  # the freed 256 MB stayed resident until the release

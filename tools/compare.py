@@ -12,6 +12,7 @@ Training runs live in <out>/runs/<model>; a finished run is skipped, an unfinish
 one resumes, so rerunning the same command continues an interrupted comparison.
 """
 import argparse
+import gc
 import math
 import os
 import shlex
@@ -136,7 +137,7 @@ def run(args, compare, specs, run_cfgs, command):
     import paddle
 
     from paddle_mbnet.analysis.benchmark import env_header
-    from paddle_mbnet.cpu.memory import keep_freed_memory
+    from paddle_mbnet.cpu.memory import keep_freed_memory, release_freed_memory
     from paddle_mbnet.errors import MbnetError
     from paddle_mbnet.training.runtime import select_device
 
@@ -158,6 +159,9 @@ def run(args, compare, specs, run_cfgs, command):
     records = compare.measure_speed(specs, args.input_size, args.batch_size, train_px, train_batch, args.repeats,
                                     args.warmup, engine=None if args.no_engine else args.engine, threads=args.threads,
                                     timing=not args.no_speed, interleave=not args.quick)
+    if device == "cpu" and not args.no_train:
+        gc.collect()
+        release_freed_memory()  # the timing's models are gone: their memory must not wait beside the runs
     paper, notes = compare.paper_tables(), train_notes(first, args)
     title = f"{os.cpu_count()}-core {device.upper()}, {budget_words(args)}"
 
@@ -240,7 +244,8 @@ def train_notes(cfg, args):
             "validation accuracy (validation images carved from the training set) and the test accuracy of the "
             "weights validation picked, ± its standard error; `–` = no finished run. "
             f"Recipe: preset `{args.train_preset}` ({cfg['Optimizer']['name']}, lr {cfg['Optimizer']['lr']:g}, "
-            f"{cfg['Optimizer']['schedule']} schedule, {cfg['Optimizer']['warmup_epochs']:g} warm-up epochs), "
+            f"{cfg['Optimizer']['schedule']} schedule, {cfg['Optimizer']['warmup_epochs']:g} warm-up epochs, at most a "
+            "quarter of each run), "
             f"{dl['image_size']} px, batch {dl['batch_size']}, train images {dl['train_size'] or 'all'}, "
             f"val {dl['val_size']}, test {dl['test_size'] or 'all'}, "
             f"data file `{os.path.basename(dl['data_file']) or 'downloaded'}`."]

@@ -9,7 +9,8 @@ same advice in the form of jemalloc/tcmalloc; mallopt needs no extra library.
 
 ``keep_freed_memory()`` sets M_MMAP_MAX = 0 (no mmap'd blocks) and a 2 GB trim threshold, so a
 training process keeps its peak footprint instead of returning memory between steps. It acts on
-glibc only (Linux); ``PADDLE_MBNET_MALLOC=default`` turns it off.
+glibc only (Linux); ``PADDLE_MBNET_MALLOC=default`` turns it off. ``release_freed_memory()`` hands the kept
+pages back when a process's heavy work is over.
 """
 from __future__ import annotations
 
@@ -34,6 +35,22 @@ def keep_freed_memory() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     _state["active"] = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
     return _state["active"]
+
+
+def release_freed_memory() -> bool:
+    """Give the heap's free pages back to the OS (glibc's ``malloc_trim``); returns whether it ran.
+
+    For a process whose heavy work is done but which lives on, such as compare.py once its timing is over and its
+    training runs go on in child processes: with the setting above it would otherwise keep its peak footprint."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return False
+    malloc_trim.argtypes = [ctypes.c_size_t]
+    malloc_trim(0)
+    return True
 
 
 def describe() -> str:
