@@ -60,12 +60,16 @@ def _away_from_kinks(reference, shape, training):
 
 @pytest.mark.parametrize("act", [None, nn.ReLU, nn.ReLU6])
 @pytest.mark.parametrize("training", [True, False])
-@pytest.mark.parametrize("shape", [(1, 8, 5, 5), (2, 8, 32, 32), (3, 8, 1, 1), (2, 8, 7, 3)])
-def test_fused_matches_paddle_batchnorm_and_activation(act, training, shape):
+# (input shape, BatchNorm channels); 100 channels on 2x2 and 72 on 4x4 maps run in blocks of several channels,
+# the last one partial
+@pytest.mark.parametrize("shape,channels", [((1, 8, 5, 5), 16), ((2, 8, 32, 32), 16), ((3, 8, 1, 1), 16),
+                                            ((2, 8, 7, 3), 16), ((2, 8, 2, 2), 100), ((3, 8, 4, 4), 72),
+                                            ((2, 8, 9, 9), 24)])
+def test_fused_matches_paddle_batchnorm_and_activation(act, training, shape, channels):
     """Output, the input / conv weight / scale / shift gradients and the running statistics, within 1e-4."""
     if training and shape[0] * shape[2] * shape[3] == 1:
         pytest.skip("paddle's batch_norm needs more than one value per channel in training")
-    ours, reference = _pair(act)
+    ours, reference = _pair(act, channels)
     x = _away_from_kinks(reference, shape, training)
     got, want = _run(ours, x, training), _run(reference, x, training)
     for key in want:
