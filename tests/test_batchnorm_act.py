@@ -60,11 +60,12 @@ def _away_from_kinks(reference, shape, training):
 
 @pytest.mark.parametrize("act", [None, nn.ReLU, nn.ReLU6])
 @pytest.mark.parametrize("training", [True, False])
-# (input shape, BatchNorm channels); 100 channels on 2x2 and 72 on 4x4 maps run in blocks of several channels,
-# the last one partial
+# (input shape, BatchNorm channels). The operator takes channels in blocks: 100 on 2x2 maps (blocks of 12, the
+# last of 4), 76 on 4x4 (blocks of 9, the last of 4), 24 on 9x9 (blocks of 3), 25 on 4x4 (the last block one
+# channel); the others run one channel per block.
 @pytest.mark.parametrize("shape,channels", [((1, 8, 5, 5), 16), ((2, 8, 32, 32), 16), ((3, 8, 1, 1), 16),
-                                            ((2, 8, 7, 3), 16), ((2, 8, 2, 2), 100), ((3, 8, 4, 4), 72),
-                                            ((2, 8, 9, 9), 24)])
+                                            ((2, 8, 7, 3), 16), ((2, 8, 2, 2), 100), ((3, 8, 4, 4), 76),
+                                            ((2, 8, 9, 9), 24), ((2, 8, 4, 4), 25)])
 def test_fused_matches_paddle_batchnorm_and_activation(act, training, shape, channels):
     """Output, the input / conv weight / scale / shift gradients and the running statistics, within 1e-4."""
     if training and shape[0] * shape[2] * shape[3] == 1:

@@ -72,8 +72,8 @@ inline float mask(float v) {
 }
 
 // Channels are processed in blocks of `cb` consecutive channels, so that one sample's slice of a block,
-// cb * HW floats, is one contiguous run of about 4 KB: on the 4x4 and 2x2 maps at the end of a CIFAR network a
-// channel-at-a-time loop reads 16- or 64-byte pieces at a stride of C * HW floats, which left those layers at a
+// cb * HW floats, is one contiguous run of up to about 4 KB: on the 4x4 and 2x2 maps at the end of a CIFAR network
+// a channel-at-a-time loop reads 64- or 16-byte pieces at a stride of C * HW floats, which left those layers at a
 // fraction of the memory bandwidth (docs/performance.md). Both passes of a direction run block by block, so the
 // second pass finds the block's N slices still in cache. The per-channel constants are expanded to one value per
 // position of a slice, so each pass is one flat vector loop whatever HW is.
@@ -137,7 +137,7 @@ void block_moments(const float* xp, const Shape& s, Block& blk, double* mean, do
   double* sb = blk.sum_b.data();
   for (int64_t n = 0; n < s.N; ++n) {
     const float* in = blk.slice(xp, n, s);
-    if (blk.nc == 1) {  // a large map: a register reduction beats per-position sums in memory
+    if (blk.nc == 1) {  // one channel (a large map, few channels, or the last block): a register reduction
       double sum = 0.0, sumsq = 0.0;
 #pragma omp simd reduction(+ : sum, sumsq)
       for (int64_t k = 0; k < blk.len; ++k) {
