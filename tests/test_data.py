@@ -67,3 +67,39 @@ def test_eval_loader_covers_the_split_in_order(cfg):
     assert [labels.shape[0] for _, labels in batches] == [5, 5, 2]
     labels = np.concatenate([labels.numpy() for _, labels in batches]).ravel()
     np.testing.assert_array_equal(labels, val.labels())
+
+
+def _with(cfg, **data_loader):
+    changed = {**cfg, "DataLoader": {**cfg["DataLoader"], **data_loader}}
+    train, _, _ = build_datasets(changed["DataLoader"], seed=5)
+    train.set_epoch(1)
+    return train
+
+
+@pytest.mark.parametrize("image_size", [32, 48])
+def test_cutout_blanks_one_clipped_square_per_image_in_both_paths(cfg, image_size):
+    plain, cut = _with(cfg, image_size=image_size), _with(cfg, image_size=image_size, cutout=8)
+    positions = np.arange(24)
+    before, after = plain.batch(positions)[0], cut.batch(positions)[0]
+    np.testing.assert_allclose(after, _one_by_one(cut, positions)[0], atol=1e-6)
+    side, tolerance = 8 * image_size // 32, 0.5 / 255 / 0.2  # the fill is the mean rounded to a uint8 level
+    _, _, centres = cut.augment.draws(cut.indices[positions])
+    areas = []
+    for image, was, (row, col) in zip(after, before, centres):
+        square = np.zeros(image.shape[1:], dtype=bool)
+        square[max(row - side // 2, 0):row - side // 2 + side, max(col - side // 2, 0):col - side // 2 + side] = True
+        assert np.all(np.abs(image[:, square]) < tolerance)  # the mean colour: 0 after normalisation
+        np.testing.assert_array_equal(image[:, ~square], was[:, ~square])
+        areas.append(square.sum())
+    assert max(areas) == side * side and min(areas) < side * side  # whole squares, and squares clipped at a border
+
+
+def test_cutout_keeps_crops_and_flips_and_needs_augment(cfg):
+    plain, cut = _with(cfg), _with(cfg, cutout=4)
+    offsets, flips, _ = plain.augment.draws(np.arange(10))
+    cut_offsets, cut_flips, centres = cut.augment.draws(np.arange(10))
+    np.testing.assert_array_equal(offsets, cut_offsets)
+    np.testing.assert_array_equal(flips, cut_flips)
+    assert centres.shape == (10, 2) and centres.min() >= 0 and centres.max() < 32
+    with pytest.raises(Exception, match="DataLoader.cutout=4 .*DataLoader.augment=true"):
+        _with(cfg, augment=False, cutout=4)

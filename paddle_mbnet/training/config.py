@@ -64,6 +64,7 @@ SCHEMA: dict[str, dict] = {
         "test_size": 0,  # evaluate this many test images (fixed by the seed); 0 = all 10000
         "normalize": "cifar",  # cifar | imagenet
         "augment": True,  # random crop (4 px padding) + horizontal flip
+        "cutout": 0,  # side of a square blanked at a random place in each training image (at 32 px); 0 = off
     },
 }
 
@@ -90,7 +91,7 @@ RANGES = {
     ("Optimizer", "label_smoothing"): (0.0, 1.0, True), ("DataLoader", "batch_size"): (1, None, True),
     ("DataLoader", "num_workers"): (0, None, True), ("DataLoader", "image_size"): (1, None, True),
     ("DataLoader", "val_size"): (0, None, True), ("DataLoader", "train_size"): (0, None, True),
-    ("DataLoader", "test_size"): (0, None, True),
+    ("DataLoader", "test_size"): (0, None, True), ("DataLoader", "cutout"): (0, 32, True),
 }
 
 
@@ -148,6 +149,9 @@ HELP = {
     "DataLoader.test_size": "test images evaluated (a seeded subset); 0 = all 10000",
     "DataLoader.normalize": "`cifar` or `imagenet` mean/std",
     "DataLoader.augment": "random crop with 4-px padding + horizontal flip",
+    "DataLoader.cutout": "with `augment`: blank a square of this side (in pixels at 32 px, scaled with "
+                         "`image_size`) centred anywhere in each training image, filled with the mean colour "
+                         "(DeVries & Taylor's Cutout); 0 = off",
 }
 
 

@@ -43,37 +43,56 @@ class SeededCropFlip:
     or without worker processes, sees exactly the images an uninterrupted run sees.
     """
 
-    def __init__(self, image_size: int, seed: int, num_images: int):
+    def __init__(self, image_size: int, seed: int, num_images: int, cutout: int = 0, fill=(0, 0, 0)):
         self.pad, self.seed, self.num_images = 4 * image_size // 32, seed, num_images
+        self.image_size, self.cutout = image_size, cutout * image_size // 32
+        self.fill = np.asarray(fill, dtype=np.uint8)  # the cutout's colour, per channel
         self.epoch, self._drawn = 0, None
 
     def draws(self, index):
-        """(top-left crop offsets, flip flags) of the images ``index`` (an int or an array) in this epoch."""
+        """(top-left crop offsets, flip flags, cutout centres) of the images ``index`` (an int or an array) in this
+        epoch."""
         if self._drawn is None or self._drawn[0] != self.epoch:
             rng = np.random.default_rng((self.seed, self.epoch))
             offsets = rng.integers(0, 2 * self.pad + 1, size=(self.num_images, 2))
-            self._drawn = (self.epoch, offsets, rng.random(self.num_images) < 0.5)
-        _, offsets, flips = self._drawn
-        return offsets[index], flips[index]
+            flips = rng.random(self.num_images) < 0.5
+            # drawn last, so crops and flips stay what they are without cutout
+            centres = rng.integers(0, self.image_size, size=(self.num_images, 2)) if self.cutout else None
+            self._drawn = (self.epoch, offsets, flips, centres)
+        _, offsets, flips, centres = self._drawn
+        return offsets[index], flips[index], None if centres is None else centres[index]
+
+    def _cutout_mask(self, centres: np.ndarray, height: int, width: int) -> np.ndarray:
+        """[N, H, W] booleans: True inside each image's square (clipped at the borders, as in Cutout)."""
+        low = centres - self.cutout // 2
+        rows = (np.arange(height) >= low[:, :1]) & (np.arange(height) < low[:, :1] + self.cutout)
+        cols = (np.arange(width) >= low[:, 1:]) & (np.arange(width) < low[:, 1:] + self.cutout)
+        return rows[:, :, None] & cols[:, None, :]
 
     def __call__(self, image: np.ndarray, index: int) -> np.ndarray:
         """One HWC image."""
-        (top, left), flip = self.draws(index)
+        (top, left), flip, centre = self.draws(index)
         height, width = image.shape[:2]
         padded = np.pad(image, ((self.pad, self.pad), (self.pad, self.pad), (0, 0)))
         crop = padded[top:top + height, left:left + width]
-        return np.ascontiguousarray(crop[:, ::-1] if flip else crop)
+        crop = np.ascontiguousarray(crop[:, ::-1] if flip else crop)
+        if centre is not None:
+            crop[self._cutout_mask(centre[None], height, width)[0]] = self.fill
+        return crop
 
     def batch(self, images: np.ndarray, index: np.ndarray) -> np.ndarray:
-        """A batch of NCHW images, the same crops and flips as ``__call__`` gives them one by one."""
-        offsets, flips = self.draws(index)
+        """A batch of NCHW images, the same crops, flips and cutouts as ``__call__`` gives them one by one."""
+        offsets, flips, centres = self.draws(index)
         height, width = images.shape[2:]
         padded = np.pad(images, ((0, 0), (0, 0), (self.pad, self.pad), (self.pad, self.pad)))
         rows = offsets[:, :1] + np.arange(height)  # [N, H]: each image's crop rows in the padded image
         across = np.where(flips[:, None], np.arange(width)[::-1], np.arange(width))  # a flip reads columns backwards
         cols = offsets[:, 1:] + across  # [N, W]
-        return padded[np.arange(len(images))[:, None, None, None], np.arange(images.shape[1])[None, :, None, None],
-                      rows[:, None, :, None], cols[:, None, None, :]]
+        crops = padded[np.arange(len(images))[:, None, None, None], np.arange(images.shape[1])[None, :, None, None],
+                       rows[:, None, :, None], cols[:, None, None, :]]
+        if centres is not None:
+            crops = np.where(self._cutout_mask(centres, height, width)[:, None], self.fill[:, None, None], crops)
+        return crops
 
 
 def _default_archive() -> str:
@@ -242,11 +261,16 @@ def build_datasets(dl_cfg: dict, seed: int):
                         f"{n} training images minus DataLoader.val_size={val_size}")
     if not 0 <= test_size <= len(test_base):
         raise DataError(f"DataLoader.test_size={test_size} must be in [0, {len(test_base)}] (0 = all)")
+    if dl_cfg["cutout"] and not aug:
+        raise DataError(f"DataLoader.cutout={dl_cfg['cutout']} is part of the training augmentation, which "
+                        "DataLoader.augment=false turns off; set DataLoader.augment=true or DataLoader.cutout=0")
     rng = np.random.RandomState(seed)
     order = rng.permutation(n)
     train_idx = order[val_size:val_size + train_size] if train_size else order[val_size:]
     test_idx = rng.permutation(len(test_base))[:test_size] if test_size else np.arange(len(test_base))
-    augment = SeededCropFlip(size, seed, n) if aug else None
+    # the cutout colour is the normalisation mean, so a blanked square is zero in the network's input
+    fill = np.round(np.asarray(MEAN_STD[norm][0]) * 255).astype(np.uint8)
+    augment = SeededCropFlip(size, seed, n, dl_cfg["cutout"], fill) if aug else None
     train = CifarSplit(train_base, np.sort(train_idx), size, norm, augment)
     val = CifarSplit(train_base, np.sort(order[:val_size]), size, norm) if val_size else None
     test = CifarSplit(test_base, np.sort(test_idx), size, norm)
