@@ -13,6 +13,9 @@ V1_TABLE4 = {"Conv MobileNet": (71.7, 4866, 29.3), "MobileNet": (70.6, 569, 4.2)
 # V1 Table 6 (width alpha at 224) and Table 7 (resolution at alpha = 1): (M mult-adds, M params).
 V1_TABLE6 = {1.0: (569, 4.2), 0.75: (325, 2.6), 0.5: (149, 1.3), 0.25: (41, 0.5)}
 V1_TABLE7 = {224: (569, 4.2), 192: (418, 4.2), 160: (290, 4.2), 128: (186, 4.2)}
+# Their ImageNet top-1 (%), by alpha (Table 6) and by resolution (Table 7).
+V1_TABLE6_TOP1 = {1.0: 70.6, 0.75: 68.4, 0.5: 63.7, 0.25: 50.6}
+V1_TABLE7_TOP1 = {224: 70.6, 192: 69.1, 160: 67.2, 128: 64.4}
 
 # V2 Table 4: MobileNetV2 (1.0, 224): M mult-adds, M params.
 V2_TABLE4 = (300, 3.4)
