@@ -4,6 +4,7 @@ import pytest
 
 from paddle_mbnet.training import trainer
 from paddle_mbnet.training.config import load_config
+from paddle_mbnet.errors import DataError
 from paddle_mbnet.training.data import build_datasets, eval_loader, write_tiny_cifar10
 from helpers import ROOT
 
@@ -76,9 +77,9 @@ def _with(cfg, **data_loader):
     return train
 
 
-@pytest.mark.parametrize("image_size", [32, 48])
-def test_cutout_blanks_one_clipped_square_per_image_in_both_paths(cfg, image_size):
-    plain, cut = _with(cfg, image_size=image_size), _with(cfg, image_size=image_size, cutout=8)
+@pytest.mark.parametrize("image_size", [32, 48])  # 32: the batch path against the per-image one; 48: per image only
+def test_cutout_blanks_exactly_one_clipped_square_per_image(cfg, image_size):
+    plain, cut = _with(cfg, image_size=image_size, cutout=0), _with(cfg, image_size=image_size, cutout=8)
     positions = np.arange(24)
     before, after = plain.batch(positions)[0], cut.batch(positions)[0]
     np.testing.assert_allclose(after, _one_by_one(cut, positions)[0], atol=1e-6)
@@ -89,17 +90,19 @@ def test_cutout_blanks_one_clipped_square_per_image_in_both_paths(cfg, image_siz
         square = np.zeros(image.shape[1:], dtype=bool)
         square[max(row - side // 2, 0):row - side // 2 + side, max(col - side // 2, 0):col - side // 2 + side] = True
         assert np.all(np.abs(image[:, square]) < tolerance)  # the mean colour: 0 after normalisation
-        np.testing.assert_array_equal(image[:, ~square], was[:, ~square])
-        areas.append(square.sum())
+        np.testing.assert_array_equal(image[:, ~square], was[:, ~square])  # nothing outside the square changed
+        # the image is now fixed by ``square``: its size shows whole squares and clipped ones were drawn
+        areas.append(int(square.sum()))
     assert max(areas) == side * side and min(areas) < side * side  # whole squares, and squares clipped at a border
 
 
 def test_cutout_keeps_crops_and_flips_and_needs_augment(cfg):
-    plain, cut = _with(cfg), _with(cfg, cutout=4)
-    offsets, flips, _ = plain.augment.draws(np.arange(10))
+    plain, cut = _with(cfg, cutout=0), _with(cfg, cutout=4)
+    offsets, flips, no_centres = plain.augment.draws(np.arange(10))
     cut_offsets, cut_flips, centres = cut.augment.draws(np.arange(10))
+    assert no_centres is None
     np.testing.assert_array_equal(offsets, cut_offsets)
     np.testing.assert_array_equal(flips, cut_flips)
     assert centres.shape == (10, 2) and centres.min() >= 0 and centres.max() < 32
-    with pytest.raises(Exception, match="DataLoader.cutout=4 .*DataLoader.augment=true"):
+    with pytest.raises(DataError, match="DataLoader.cutout=4 .*DataLoader.augment=true"):
         _with(cfg, augment=False, cutout=4)

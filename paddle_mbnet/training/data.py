@@ -33,19 +33,21 @@ def build_transform(image_size: int, normalize: str):
     return T.Compose(([T.Resize(image_size)] if image_size != 32 else []) + [T.ToTensor(), T.Normalize(mean, std)])
 
 
-class SeededCropFlip:
-    """Random crop of the zero-padded image and a random horizontal flip (CIFAR's standard augmentation), drawn
-    per epoch from a generator keyed by (seed, epoch) for every image at once, and looked up by image index.
+class SeededAugment:
+    """Random crop of the zero-padded image and a random horizontal flip (CIFAR's standard augmentation), and
+    optionally a Cutout square, drawn per epoch from a generator keyed by (seed, epoch) for every image at once,
+    and looked up by image index.
 
-    Why not paddle's RandomCrop + RandomHorizontalFlip: they draw from Python's global ``random``, so the crop an
-    image gets depends on the process that loads it and on how many images were loaded before. Keyed draws make
-    an epoch's augmentation a function of (seed, epoch, image) alone: a run resumed in the middle of an epoch, with
-    or without worker processes, sees exactly the images an uninterrupted run sees.
+    Why not paddle's RandomCrop + RandomHorizontalFlip + RandomErasing: they draw from Python's global ``random``,
+    so the crop an image gets depends on the process that loads it and on how many images were loaded before
+    (and RandomErasing samples a rectangle by area and aspect ratio, never Cutout's fixed square clipped at the
+    border). Keyed draws make an epoch's augmentation a function of (seed, epoch, image) alone: a run resumed in
+    the middle of an epoch, with or without worker processes, sees exactly the images an uninterrupted run sees.
     """
 
     def __init__(self, image_size: int, seed: int, num_images: int, cutout: int = 0, fill=(0, 0, 0)):
         self.pad, self.seed, self.num_images = 4 * image_size // 32, seed, num_images
-        self.image_size, self.cutout = image_size, cutout * image_size // 32
+        self.image_size, self.cutout = image_size, max(1, cutout * image_size // 32) if cutout else 0
         self.fill = np.asarray(fill, dtype=np.uint8)  # the cutout's colour, per channel
         self.epoch, self._drawn = 0, None
 
@@ -162,8 +164,9 @@ def _arrays(base: Cifar10) -> tuple[np.ndarray, np.ndarray]:
 
 
 class CifarSplit(paddle.io.Dataset):
-    """A subset of a Cifar10 dataset, resized and normalized, with optional keyed crop + flip. ``split[i]`` is one
-    image; ``split.batch(positions)`` assembles a whole batch at once (what the trainer's loaders use)."""
+    """A subset of a Cifar10 dataset, resized and normalized, with optional keyed augmentation (``SeededAugment``).
+    ``split[i]`` is one image; ``split.batch(positions)`` assembles a whole batch at once (what the trainer's
+    loaders use)."""
 
     def __init__(self, base: Cifar10, indices, image_size: int = 32, normalize: str = "cifar", augment=None):
         self.base, self.indices, self.augment = base, np.asarray(indices), augment
@@ -250,6 +253,9 @@ def build_datasets(dl_cfg: dict, seed: int):
     size, norm, aug = dl_cfg["image_size"], dl_cfg["normalize"], dl_cfg["augment"]
     if size < 1:
         raise DataError(f"DataLoader.image_size must be >= 1, got {size}")
+    if dl_cfg["cutout"] and not aug:
+        raise DataError(f"DataLoader.cutout={dl_cfg['cutout']} is part of the training augmentation, which "
+                        "DataLoader.augment=false turns off; set DataLoader.augment=true or DataLoader.cutout=0")
     train_base = load_cifar10(dl_cfg["data_file"], "train")
     test_base = load_cifar10(dl_cfg["data_file"], "test")
     n, val_size = len(train_base), dl_cfg["val_size"]
@@ -261,16 +267,13 @@ def build_datasets(dl_cfg: dict, seed: int):
                         f"{n} training images minus DataLoader.val_size={val_size}")
     if not 0 <= test_size <= len(test_base):
         raise DataError(f"DataLoader.test_size={test_size} must be in [0, {len(test_base)}] (0 = all)")
-    if dl_cfg["cutout"] and not aug:
-        raise DataError(f"DataLoader.cutout={dl_cfg['cutout']} is part of the training augmentation, which "
-                        "DataLoader.augment=false turns off; set DataLoader.augment=true or DataLoader.cutout=0")
     rng = np.random.RandomState(seed)
     order = rng.permutation(n)
     train_idx = order[val_size:val_size + train_size] if train_size else order[val_size:]
     test_idx = rng.permutation(len(test_base))[:test_size] if test_size else np.arange(len(test_base))
     # the cutout colour is the normalisation mean, so a blanked square is zero in the network's input
     fill = np.round(np.asarray(MEAN_STD[norm][0]) * 255).astype(np.uint8)
-    augment = SeededCropFlip(size, seed, n, dl_cfg["cutout"], fill) if aug else None
+    augment = SeededAugment(size, seed, n, dl_cfg["cutout"], fill) if aug else None
     train = CifarSplit(train_base, np.sort(train_idx), size, norm, augment)
     val = CifarSplit(train_base, np.sort(order[:val_size]), size, norm) if val_size else None
     test = CifarSplit(test_base, np.sort(test_idx), size, norm)
