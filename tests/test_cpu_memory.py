@@ -36,8 +36,12 @@ def _faults(env_value):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")
 def test_freed_blocks_are_reused_and_the_default_can_be_kept():
-    active, faults = _faults(None)
-    assert active and faults < 1000  # 64 MB = 16384 pages; reused, so hardly any fault
+    # up to three processes: under the parallel suite one saw every round reclaimed; the default never passes
+    tries = [_faults(None)]
+    while tries[-1][1] >= 1000 and len(tries) < 3:
+        tries.append(_faults(None))
+    active, faults = tries[-1]
+    assert active and faults < 1000, tries  # 64 MB = 16384 pages; reused, so hardly any fault
     active, faults = _faults("default")
     assert not active and faults > 10000  # glibc maps and unmaps a fresh block: one fault per 4 KB page
 
