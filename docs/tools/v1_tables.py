@@ -14,6 +14,7 @@ import os
 import sys
 
 from paddle_mbnet.analysis.paper import V1_TABLE4, V1_TABLE6, V1_TABLE6_TOP1, V1_TABLE7, V1_TABLE7_TOP1
+from paddle_mbnet.analysis.report import format_cell
 
 PAPER_SIZE = {32: 224, 27: 192, 23: 160, 18: 128}  # CIFAR size for each ImageNet one: 27/32 ~ 192/224, ...
 WIDTHS = {1.0: "mobilenet_v1", 0.75: "mobilenet_v1@0.75", 0.5: "mobilenet_v1@0.5", 0.25: "mobilenet_v1@0.25"}
@@ -47,13 +48,6 @@ def _series(rows):
     return {"width": width, "resolution": resolution}
 
 
-def _acc(record):
-    if record["test_acc"] is None:
-        return "–"
-    spread = f" ± {100 * record['test_acc_se']:.2f}" if record.get("test_acc_se") else ""
-    return f"{100 * record['test_acc']:.2f}{spread}"
-
-
 def _lost(base, record):
     """Points of test accuracy ``record`` loses against ``base``; None while either has no result."""
     if base["test_acc"] is None or record["test_acc"] is None:
@@ -68,7 +62,7 @@ def _table(title, series):
     base, paper_base = series[0][1], series[0][3]
     for label, record, paper_label, top1, paper_macs in series:
         lost = _lost(base, record)
-        lines.append(f"| {label} | {_acc(record)} | {'–' if lost is None else f'{lost:.2f}'} | "
+        lines.append(f"| {label} | {format_cell(record, 'test_acc')} | {'–' if lost is None else f'{lost:.2f}'} | "
                      f"{record['macs_m']:.1f} | {record['params_m']:.2f} | {paper_label} | {top1} | "
                      f"{paper_base - top1:.1f} | {paper_macs} |")
     return lines
@@ -80,7 +74,7 @@ def _table4(rows):
              "mult-adds at 224 px (paper, M) | params (paper, M) |", "|---|---:|---:|---:|---:|---:|---:|"]
     for label, name in (("Conv MobileNet", "mobilenet_v1_conv"), ("MobileNet", "mobilenet_v1")):
         record, (top1, macs, params) = _find(rows, name, 32), V1_TABLE4[label]
-        lines.append(f"| {label} (`{name}`) | {_acc(record)} | {record['macs_m']:.1f} | "
+        lines.append(f"| {label} (`{name}`) | {format_cell(record, 'test_acc')} | {record['macs_m']:.1f} | "
                      f"{record['params_m']:.2f} | {top1} | {macs} | {params} |")
     return lines
 

@@ -40,7 +40,8 @@ def add_accuracy_context(record: dict, num_classes: int = 10) -> dict:
     return record
 
 
-def _cell(record, key) -> str:
+def format_cell(record, key) -> str:
+    """One table cell of a comparison record, as results.md prints it (test accuracy with its error and chance mark)."""
     value = record.get(key)
     if value is None:
         return "–"
@@ -57,7 +58,7 @@ def markdown_table(records) -> str:
     keys = [k for k in RECORD_KEYS if any(r.get(k) is not None for r in records) or k in ("model",)]
     lines = ["| " + " | ".join(COLUMNS[k][0] for k in keys) + " |",
              "|" + "|".join("---" if k == "model" else "---:" for k in keys) + "|"]
-    lines += ["| " + " | ".join(_cell(r, k) for k in keys) + " |" for r in records]
+    lines += ["| " + " | ".join(format_cell(r, k) for k in keys) + " |" for r in records]
     return "\n".join(lines)
 
 
