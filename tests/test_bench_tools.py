@@ -14,9 +14,11 @@ def test_bench_depthwise_prints_layer_and_step_ratios():
     assert "OMP_NUM_THREADS=1" in out
     assert len(re.findall(r"C=\s+\d+ .* custom .* ms .* paddle .* ms .*x", out)) == 13  # V1's 13 depthwise layers
     assert re.search(r"all depthwise layers: custom [\d.]+ ms, paddle [\d.]+ ms per step -> [\d.]+x", out)
-    assert re.search(r"mobilenet_v1 +custom [\d.]+x and custom\+auto [\d.]+x and custom\+auto\+bn [\d.]+x paddle", out)
+    assert re.search(r"mobilenet_v1 +custom [\d.]+x and custom\+auto [\d.]+x and custom\+auto\+bn [\d.]+x and "
+                     r"custom\+bn\+nhwc [\d.]+x paddle", out)
     assert re.search(r"sgemm: paddle.matmul 2048x2048 float32 at [\d.]+ GFLOP/s", out)
     assert re.search(r"mobilenet_v1 +custom\+auto\+bn +[\d.]+ img/s +[\d.]+ GFLOP/s", out)
+    assert re.search(r"mobilenet_v1 +custom\+bn\+nhwc +[\d.]+ img/s +[\d.]+ GFLOP/s", out)
     assert "BatchNorm + activation forward (mbnet op)" in out  # the profile shows the fused op
     # PyTorch is timed in a child process when it is installed, and said so when it is not
     assert (re.search(r"mobilenet_v1 +torch NCHW +[\d.]+ img/s", out) and re.search(

@@ -1,6 +1,6 @@
 """Whole networks with our CPU kernels (the depthwise operator, small-map 1x1 convs as one matmul, BatchNorm
-fused with its activation) against paddle's kernels: outputs and every parameter's gradient in training and
-evaluation mode, both MobileNets, batch 1 and 2, 32 and 224 px. The operators alone are checked to 1e-4 in
+fused with its activation), on NCHW and on channels-last (NHWC) activations, against paddle's kernels: outputs
+and every parameter's gradient in training and evaluation mode, both MobileNets, batch 1 and 2, 32 and 224 px. The operators alone are checked to 1e-4 in
 tests/test_depthwise_op.py, tests/test_pointwise.py and tests/test_batchnorm_act.py."""
 import numpy as np
 import paddle
@@ -30,11 +30,13 @@ def test_networks_with_our_operators_match_paddles_kernels(name, size, batch, mo
     inputs our median error (all gradients as one vector, relative to the float64 one) must be within twice
     paddle's float32 median error plus 1e-3."""
     kwargs = {"num_classes": 10, "small_input": size == 32, "scale": 0.25 if size == 224 else 0.5}
-    errors = {"ours": [], "paddle": []}
+    errors = {"ours": [], "ours NCHW": [], "paddle": []}
     for seed in range(5):
         paddle.seed(seed)
         models = {impl: pm.build_model(name, depthwise=impl, pointwise="auto" if impl == "custom" else impl,
                                        batchnorm=impl, **kwargs) for impl in ("custom", "paddle")}
+        models["custom NCHW"] = pm.build_model(name, depthwise="custom", pointwise="auto", batchnorm="custom",
+                                               layout="NCHW", **kwargs)
         models["exact"] = pm.build_model(name, depthwise="paddle", pointwise="paddle", batchnorm="paddle", **kwargs)
         for model in models.values():
             model.set_state_dict(models["custom"].state_dict())
@@ -43,17 +45,22 @@ def test_networks_with_our_operators_match_paddles_kernels(name, size, batch, mo
         runs = {impl: _run(model, x.astype("float64") if impl == "exact" else x, mode)
                 for impl, model in models.items()}
         if seed == 0:
+            assert models["custom"].layout_impl == "NHWC" and models["custom"].uses_channels_last(x)
+            assert not models["custom NCHW"].uses_channels_last(x)
             _close(runs["custom"]["out"], runs["paddle"]["out"])
+            _close(runs["custom NCHW"]["out"], runs["paddle"]["out"])
             assert runs["custom"]["buffers"].keys() == runs["paddle"]["buffers"].keys() and runs["custom"]["buffers"]
             for key, value in runs["paddle"]["buffers"].items():
                 _close(runs["custom"]["buffers"][key], value)
+                _close(runs["custom NCHW"]["buffers"][key], value)
             trainable = [n for n, p in models["custom"].named_parameters() if not p.stop_gradient]
             assert all(runs[impl]["grads"].keys() == set(trainable) for impl in runs)
         exact = np.concatenate([g.ravel() for _, g in sorted(runs["exact"]["grads"].items())])
-        for impl, label in (("custom", "ours"), ("paddle", "paddle")):
+        for impl, label in (("custom", "ours"), ("custom NCHW", "ours NCHW"), ("paddle", "paddle")):
             flat = np.concatenate([g.ravel() for _, g in sorted(runs[impl]["grads"].items())])
             errors[label].append(np.linalg.norm(flat - exact) / np.linalg.norm(exact))
-    assert np.median(errors["ours"]) <= 2 * np.median(errors["paddle"]) + 1e-3, errors
+    for ours in ("ours", "ours NCHW"):
+        assert np.median(errors[ours]) <= 2 * np.median(errors["paddle"]) + 1e-3, errors
 
 
 def _run(model, x, mode):

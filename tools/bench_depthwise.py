@@ -8,7 +8,8 @@ Two levels, both at batch 128 and 32x32 with small_input=True:
   layer of the network, our op vs F.conv2d(groups=C), summed over the layers;
 - a whole training step (Adam) of the network: "paddle" (paddle's kernels throughout), "custom"
   (our depthwise op, paddle's 1x1 conv2d), "custom+auto" (our op, and 1x1 convs on maps of <= 16
-  pixels as one matmul), "custom+auto+bn" (also BatchNorm + activation as our fused op: the CPU
+  pixels as one matmul), "custom+auto+bn" (also BatchNorm + activation as our fused op),
+  "custom+bn+nhwc" (the same operators on channels-last activations, 1x1 convs as single GEMMs: the CPU
   default) and the same architecture in PyTorch, if it imports, in both memory formats (NCHW and
   channels_last), with the ratios.
 The header gives paddle's sgemm speed on this machine; each step also in GFLOP/s (6 x forward mult-adds).
@@ -27,10 +28,12 @@ import sys
 
 import _bootstrap
 
-# label: (depthwise, pointwise, batchnorm) keywords of the model
-STEP_VARIANTS = {"paddle": ("paddle", "paddle", "paddle"), "custom": ("custom", "paddle", "paddle"),
-                 "custom+auto": ("custom", "auto", "paddle"), "custom+auto+bn": ("custom", "auto", "custom")}
-DEFAULT_VARIANT = "custom+auto+bn"
+# label: (depthwise, pointwise, batchnorm, layout) keywords of the model
+STEP_VARIANTS = {"paddle": ("paddle", "paddle", "paddle", "NCHW"), "custom": ("custom", "paddle", "paddle", "NCHW"),
+                 "custom+auto": ("custom", "auto", "paddle", "NCHW"),
+                 "custom+auto+bn": ("custom", "auto", "custom", "NCHW"),
+                 "custom+bn+nhwc": ("custom", "auto", "custom", "NHWC")}
+DEFAULT_VARIANT = "custom+bn+nhwc"
 
 
 def main(argv=None):
@@ -71,8 +74,9 @@ def main(argv=None):
     torch_times = _torch_in_own_process(argv)
     for name in args.models.split(","):
         variants = {}
-        for label, (dw, pw, bn) in STEP_VARIANTS.items():
-            model = build_model(name, num_classes=10, small_input=True, depthwise=dw, pointwise=pw, batchnorm=bn)
+        for label, (dw, pw, bn, layout) in STEP_VARIANTS.items():
+            model = build_model(name, num_classes=10, small_input=True, depthwise=dw, pointwise=pw, batchnorm=bn,
+                                layout=layout)
             variants[label] = train_step_fn(model, args.batch, 32)
         times = _interleaved(variants, args.steps)
         times.update({label: np.array(v) for label, v in torch_times.get(name, {}).items()})
@@ -189,26 +193,23 @@ def _profile_step(name, args, steps=3):
     from paddle_mbnet.analysis.benchmark import train_step_fn
     from paddle_mbnet.models.layers import BatchNormAct2D, DepthwiseConv2D
 
-    dw, pw, bn = STEP_VARIANTS[DEFAULT_VARIANT]
-    model = build_model(name, num_classes=10, small_input=True, depthwise=dw, pointwise=pw, batchnorm=bn)
-    events = []
+    dw, pw, bn, layout = STEP_VARIANTS[DEFAULT_VARIANT]
+    model = build_model(name, num_classes=10, small_input=True, depthwise=dw, pointwise=pw, batchnorm=bn,
+                        layout=layout)
 
-    def begin(layer, inputs):
-        events.append(profiler.RecordEvent("depthwise forward (mbnet op)"))
-        events[-1].begin()
-
-    def recorded(fused_forward):
-        def run(x, act):
-            with profiler.RecordEvent("BatchNorm + activation forward (mbnet op)"):
-                return fused_forward(x, act)
+    def recorded(label, method):
+        # the bound method as an instance attribute, not a hook: hooks switch the channels-last path off
+        def run(*args, **kwargs):
+            with profiler.RecordEvent(label):
+                return method(*args, **kwargs)
         return run
 
     for m in model.sublayers():
         if isinstance(m, DepthwiseConv2D):
-            m.register_forward_pre_hook(begin)
-            m.register_forward_post_hook(lambda layer, inputs, output: events.pop().end())
+            m.forward = recorded("depthwise forward (mbnet op)", m.forward)
+            m.forward_nhwc = recorded("depthwise forward (mbnet op)", m.forward_nhwc)
         elif isinstance(m, BatchNormAct2D):
-            m.fused_forward = recorded(m.fused_forward)
+            m.fused_forward = recorded("BatchNorm + activation forward (mbnet op)", m.fused_forward)
     step = train_step_fn(model, args.batch, 32)
     step()
     with profiler.Profiler(targets=[profiler.ProfilerTarget.CPU], on_trace_ready=lambda prof: None) as prof:
@@ -216,7 +217,7 @@ def _profile_step(name, args, steps=3):
             step()
             prof.step()
     print(f"{name}: paddle.profiler, {steps} training steps with depthwise={dw!r}, pointwise={pw!r}, "
-          f"batchnorm={bn!r}, batch {args.batch}")
+          f"batchnorm={bn!r}, layout={layout!r}, batch {args.batch}")
     prof.summary(sorted_by=profiler.SortedKeys.CPUTotal, op_detail=False, thread_sep=False, time_unit="ms",
                  views=[profiler.SummaryView.OverView, profiler.SummaryView.OperatorView,
                         profiler.SummaryView.UDFView])

@@ -11,9 +11,12 @@ from .layers import (
     check_depthwise,
     check_input,
     check_pointwise,
+    forward_nhwc,
     resolve_batchnorm,
     resolve_depthwise,
+    resolve_layout,
     resolve_pointwise,
+    runs_channels_last,
 )
 
 
@@ -32,7 +35,7 @@ def check_table(rows, header: str, name: str) -> None:
 class MobileNetBase(nn.Layer):
     """Subclasses build ``self.features`` and return the width of its output."""
 
-    def __init__(self, scale, num_classes, with_pool, depthwise, pointwise, batchnorm):
+    def __init__(self, scale, num_classes, with_pool, depthwise, pointwise, batchnorm, layout="auto"):
         super().__init__()
         if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not scale > 0:
             raise ArgumentError(f"scale (width multiplier) must be a number > 0, got {scale!r}; "
@@ -48,6 +51,8 @@ class MobileNetBase(nn.Layer):
         self.pointwise_impl = resolve_pointwise(pointwise)
         self.batchnorm = batchnorm
         self.batchnorm_impl = resolve_batchnorm(batchnorm)
+        self.layout = layout
+        self.layout_impl = resolve_layout(layout, self.depthwise_impl, self.pointwise_impl, self.batchnorm_impl)
         self.conv_impls = {"depthwise_impl": self.depthwise_impl, "pointwise_impl": self.pointwise_impl,
                            "batchnorm_impl": self.batchnorm_impl}
         self.min_input_size = 1
@@ -61,11 +66,45 @@ class MobileNetBase(nn.Layer):
             fc = nn.Linear(channels, self.num_classes)
             self.classifier = nn.Sequential(nn.Dropout(dropout), fc) if dropout > 0 else fc
 
+    def _check_layout(self) -> None:
+        """Called by subclasses once ``features`` is built: an explicit NHWC must be able to run."""
+        if self.layout == "NHWC" and not all(runs_channels_last(block) for block in list(self.features.children())[1:]):
+            raise ArgumentError("layout='NHWC' needs depthwise-separable blocks (not full_conv=True); "
+                                "use layout='NCHW' or 'auto'")
+
+    def uses_channels_last(self, x) -> bool:
+        """The NHWC path runs in eager mode on a float32 CPU batch when every block after the stem supports it
+        (quantization wrappers and hooks such as paddle.flops' need the layers called one by one, in NCHW)."""
+        return (self.layout_impl == "NHWC" and paddle.in_dynamic_mode() and x.place.is_cpu_place()
+                and x.dtype == paddle.float32 and self._unwatched_average_pool()
+                and not (self.features._forward_pre_hooks or self.features._forward_post_hooks)
+                and all(runs_channels_last(block) for block in list(self.features.children())[1:]))
+
+    def _unwatched_average_pool(self) -> bool:
+        if not self.with_pool:
+            return True
+        return type(self.pool) is nn.AdaptiveAvgPool2D and not (self.pool._forward_pre_hooks
+                                                                 or self.pool._forward_post_hooks)
+
+    def _features_nhwc(self, x):
+        """``features`` with activations channels-last after the stem: 1x1 convs become single GEMMs and no layer
+        transposes. Returns the pooled [N, C, 1, 1] (with_pool) or the NCHW feature map, as the NCHW path does."""
+        blocks = list(self.features.children())
+        x = blocks[0](x).transpose([0, 2, 3, 1]).contiguous()  # the stem stays NCHW: a full 3x3 conv of paddle's
+        for block in blocks[1:]:
+            x = forward_nhwc(block, x)
+        if self.with_pool:
+            return x.mean(axis=[1, 2], keepdim=True).transpose([0, 3, 1, 2])
+        return x.transpose([0, 3, 1, 2]).contiguous()
+
     def forward(self, x):
         check_input(x, self.min_input_size, type(self).__name__, self._size_hint)
-        x = self.features(x)
-        if self.with_pool:
-            x = self.pool(x)
+        if self.uses_channels_last(x):
+            x = self._features_nhwc(x)
+        else:
+            x = self.features(x)
+            if self.with_pool:
+                x = self.pool(x)
         if self.num_classes > 0:
             x = self.classifier(paddle.flatten(x, 1))
         return x

@@ -11,6 +11,7 @@ from ..errors import ArgumentError
 DEPTHWISE_IMPLS = ("auto", "paddle", "custom")
 POINTWISE_IMPLS = ("auto", "paddle", "matmul")
 BATCHNORM_IMPLS = ("auto", "paddle", "custom")
+LAYOUTS = ("auto", "NCHW", "NHWC")
 
 # paddle's BatchNorm warns "When training, we now always track global mean and variance" on training forwards,
 # again after every evaluation; it describes paddle's documented behaviour and asks nothing of the caller.
@@ -52,6 +53,10 @@ def check_batchnorm(batchnorm: str) -> str:
     return _check_impl("batchnorm", batchnorm, BATCHNORM_IMPLS)
 
 
+def check_layout(layout: str) -> str:
+    return _check_impl("layout", layout, LAYOUTS)
+
+
 def _on_gpu() -> bool:
     return paddle.device.is_compiled_with_cuda() and paddle.get_device().startswith("gpu")
 
@@ -77,6 +82,20 @@ def resolve_depthwise(depthwise: str) -> str:
 
 def resolve_batchnorm(batchnorm: str) -> str:
     return _resolve_custom("batchnorm", check_batchnorm(batchnorm))
+
+
+def resolve_layout(layout: str, depthwise_impl: str, pointwise_impl: str, batchnorm_impl: str) -> str:
+    """'auto' / 'NCHW' / 'NHWC' -> the layout of the activations between the stem and the pool.
+
+    NHWC runs on our CPU operators only; 'auto' picks it when they run and 1x1 convs may be matrix products."""
+    check_layout(layout)
+    ours = depthwise_impl == "custom" and batchnorm_impl == "custom"
+    if layout == "NHWC" and not ours:
+        raise ArgumentError("layout='NHWC' runs on the project's CPU operators: set depthwise='custom' and "
+                            "batchnorm='custom' (or 'auto' on CPU), or use layout='NCHW'")
+    if layout == "auto":
+        return "NHWC" if ours and pointwise_impl != "paddle" else "NCHW"
+    return layout
 
 
 def resolve_pointwise(pointwise: str) -> str:
@@ -109,6 +128,11 @@ class DepthwiseConv2D(nn.Conv2D):
             return depthwise_conv2d(x, self.weight, stride=self._dw_stride, padding=self._dw_padding)
         return super().forward(x)
 
+    def forward_nhwc(self, x):
+        from ..cpu.ops import depthwise_conv2d_nhwc
+
+        return depthwise_conv2d_nhwc(x, self.weight, stride=self._dw_stride, padding=self._dw_padding)
+
 
 class PointwiseConv2D(nn.Conv2D):
     """1x1 ``nn.Conv2D`` (stride 1, no bias) whose forward may run as one matrix product.
@@ -139,6 +163,13 @@ class PointwiseConv2D(nn.Conv2D):
             return y.reshape([n, h, w, self._out_channels]).transpose([0, 3, 1, 2]).contiguous()
         return super().forward(x)
 
+    def forward_nhwc(self, x):
+        """The layer on a channels-last batch: one matrix product over all pixels, no copies."""
+        n, h, w, _ = x.shape
+        y = paddle.matmul(x.reshape([-1, self._in_channels]),
+                          self.weight.reshape([self._out_channels, self._in_channels]), transpose_y=True)
+        return y.reshape([n, h, w, self._out_channels])
+
 
 class BatchNormAct2D(nn.BatchNorm2D):
     """``nn.BatchNorm2D`` that, with ``impl="custom"``, can run fused with the activation after it.
@@ -153,14 +184,15 @@ class BatchNormAct2D(nn.BatchNorm2D):
         super().__init__(channels)
         self.impl = impl
 
-    def fused_forward(self, x, act):
+    def fused_forward(self, x, act, channels_last: bool = False):
+        """``channels_last``: ``x`` is NHWC (the network's channels-last path), else NCHW like the layer's own."""
         if not (self.impl == "custom" and paddle.in_dynamic_mode() and x.place.is_cpu_place()
                 and x.dtype == paddle.float32 and self._data_format == "NCHW" and self._use_global_stats is None):
             return None
         from ..cpu.ops import batchnorm_act
 
         y, mean, variance = batchnorm_act(x, self.weight, self.bias, self._mean, self._variance,
-                                          self._epsilon, self.training, act)
+                                          self._epsilon, self.training, act, channels_last)
         if self.training:
             with paddle.no_grad():  # paddle's rule: running = momentum * running + (1 - momentum) * batch
                 paddle.assign(self._mean * self._momentum + mean * (1 - self._momentum), self._mean)
@@ -204,6 +236,24 @@ class ConvBNAct(nn.Sequential):
             return False
         return not any(layer._forward_pre_hooks or layer._forward_post_hooks for layer in tail)
 
+    def runs_channels_last(self) -> bool:
+        """Whether ``forward_nhwc`` can run this layer: our depthwise operator or a 1x1 conv, then the fused
+        BatchNorm + activation, all of them the built layers with no hooks."""
+        conv, bn = self[0], self[1]
+        if type(conv) is DepthwiseConv2D:
+            ok = conv.impl == "custom"
+        else:
+            ok = type(conv) is PointwiseConv2D
+        return (ok and self._fusable() and bn.impl == "custom" and bn._use_global_stats is None
+                and not (conv._forward_pre_hooks or conv._forward_post_hooks
+                         or self._forward_pre_hooks or self._forward_post_hooks))
+
+    def forward_nhwc(self, x):
+        y = self[1].fused_forward(self[0].forward_nhwc(x), self._fused_act, channels_last=True)
+        if y is None:  # only the callers' checks (runs_channels_last, a float32 CPU batch) make this unreachable
+            raise RuntimeError("ConvBNAct.forward_nhwc ran where the fused BatchNorm cannot")
+        return y
+
     def forward(self, x):
         x = self[0](x)
         if self._fusable():
@@ -213,6 +263,26 @@ class ConvBNAct(nn.Sequential):
         for layer in list(self.children())[1:]:
             x = layer(x)
         return x
+
+
+def runs_channels_last(layer) -> bool:
+    """Whether ``forward_nhwc`` below can run ``layer`` and everything in it, with no hook bypassed."""
+    if layer._forward_pre_hooks or layer._forward_post_hooks:
+        return False
+    if isinstance(layer, ConvBNAct):
+        return layer.runs_channels_last()
+    if hasattr(layer, "forward_nhwc") or type(layer).forward is nn.Sequential.forward:
+        return all(runs_channels_last(child) for child in layer.children())
+    return False
+
+
+def forward_nhwc(layer, x):
+    """Run ``layer`` (a ConvBNAct, a block with ``forward_nhwc``, or an ``nn.Sequential`` of them) on NHWC ``x``."""
+    if hasattr(layer, "forward_nhwc"):
+        return layer.forward_nhwc(x)
+    for child in layer.children():
+        x = forward_nhwc(child, x)
+    return x
 
 
 def check_input(x, min_size: int, model_name: str, hint: str = "") -> None:

@@ -56,14 +56,17 @@ class MobileNetV1(MobileNetBase):
             (see ``layers.PointwiseConv2D``).
         batchnorm: BatchNorm + ReLU as paddle's layers ("paddle"), as one CPU operator ("custom"), or
             "auto" = the operator on CPU when it builds (see ``layers.BatchNormAct2D``).
+        layout: activations between the stem and the pool as "NCHW", channels-last "NHWC" (our CPU operators
+            and 1x1 convs as single GEMMs, no transposes), or "auto" = NHWC when those operators run.
+            Inputs, outputs and parameters keep paddle's layouts either way.
         full_conv: Table 4's "Conv MobileNet": every depthwise-separable block becomes
             one full 3x3 conv + BN + ReLU with the same output width and stride.
     """
 
     def __init__(self, scale=1.0, num_classes=1000, with_pool=True, small_input=False,
                  shallow=False, depthwise="auto", setting=None, full_conv=False, pointwise="auto",
-                 batchnorm="auto"):
-        super().__init__(scale, num_classes, with_pool, depthwise, pointwise, batchnorm)
+                 batchnorm="auto", layout="auto"):
+        super().__init__(scale, num_classes, with_pool, depthwise, pointwise, batchnorm, layout)
         setting = DEPTHWISE_SEPARABLE_SETTING if setting is None else setting
         check_table(setting, "c, n, s", type(self).__name__)
         if shallow:
@@ -90,3 +93,4 @@ class MobileNetV1(MobileNetBase):
         if not small_input:
             self._size_hint = ", or build the model with small_input=True"
         self._make_head(in_c)
+        self._check_layout()

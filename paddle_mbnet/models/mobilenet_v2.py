@@ -13,7 +13,7 @@ from __future__ import annotations
 from paddle import nn
 
 from ._base import MobileNetBase, check_table
-from .layers import ConvBNAct, make_divisible
+from .layers import ConvBNAct, forward_nhwc, make_divisible
 
 STEM_CHANNELS = 32
 LAST_CHANNELS = 1280
@@ -49,6 +49,10 @@ class InvertedResidual(nn.Layer):
     def forward(self, x):
         return x + self.conv(x) if self.use_residual else self.conv(x)
 
+    def forward_nhwc(self, x):
+        y = forward_nhwc(self.conv, x)
+        return x + y if self.use_residual else y
+
 
 class MobileNetV2(MobileNetBase):
     """MobileNetV2.
@@ -65,13 +69,16 @@ class MobileNetV2(MobileNetBase):
             (see ``layers.PointwiseConv2D``).
         batchnorm: BatchNorm + ReLU6 as paddle's layers ("paddle"), as one CPU operator ("custom"), or
             "auto" = the operator on CPU when it builds (see ``layers.BatchNormAct2D``).
+        layout: activations between the stem and the pool as "NCHW", channels-last "NHWC" (our CPU operators
+            and 1x1 convs as single GEMMs, no transposes), or "auto" = NHWC when those operators run.
+            Inputs, outputs and parameters keep paddle's layouts either way.
         dropout: dropout before the classifier (0.2 in paddle.vision/torchvision).
     """
 
     def __init__(self, scale=1.0, num_classes=1000, with_pool=True, small_input=False,
                  depthwise="auto", dropout=0.2, setting=None, pointwise="auto",
-                 batchnorm="auto"):
-        super().__init__(scale, num_classes, with_pool, depthwise, pointwise, batchnorm)
+                 batchnorm="auto", layout="auto"):
+        super().__init__(scale, num_classes, with_pool, depthwise, pointwise, batchnorm, layout)
         setting = INVERTED_RESIDUAL_SETTING if setting is None else setting
         check_table(setting, "t, c, n, s", type(self).__name__)
 
@@ -95,3 +102,4 @@ class MobileNetV2(MobileNetBase):
         if not small_input:
             self._size_hint = ", or build the model with small_input=True"
         self._make_head(last_c, dropout)
+        self._check_layout()

@@ -23,7 +23,7 @@ from paddle.vision.models import resnet as _pv_resnet
 from paddle.vision.models import vgg as _pv_vgg
 
 from ..errors import ArgumentError, CheckpointError
-from .layers import check_batchnorm, check_depthwise, check_input, check_pointwise
+from .layers import check_batchnorm, check_depthwise, check_input, check_layout, check_pointwise
 from .mobilenet_v1 import MobileNetV1
 from .mobilenet_v2 import MobileNetV2
 
@@ -89,6 +89,7 @@ def build_model(name: str, pretrained=False, **kwargs):
         check_depthwise(kwargs.pop("depthwise", "auto"))  # baselines: paddle.vision's own convs
         check_pointwise(kwargs.pop("pointwise", "auto"))
         check_batchnorm(kwargs.pop("batchnorm", "auto"))
+        check_layout(kwargs.pop("layout", "auto"))
         model = entry.fn(**kwargs)
         model.register_forward_pre_hook(
             lambda layer, inputs: check_input(inputs[0], BASELINE_MIN_INPUT, name))

@@ -40,6 +40,7 @@ SCHEMA: dict[str, dict] = {
         "depthwise": "auto",  # auto | custom | paddle
         "pointwise": "auto",  # auto | matmul | paddle
         "batchnorm": "auto",  # auto | custom | paddle
+        "layout": "auto",  # auto | NCHW | NHWC
         "pretrained": "",  # path to a .pdparams file ("" = random init)
     },
     "Optimizer": {
@@ -73,6 +74,7 @@ CHOICES = {
     ("Arch", "depthwise"): ("auto", "custom", "paddle"),
     ("Arch", "pointwise"): ("auto", "matmul", "paddle"),
     ("Arch", "batchnorm"): ("auto", "custom", "paddle"),
+    ("Arch", "layout"): ("auto", "NCHW", "NHWC"),
     ("Optimizer", "name"): ("Adam", "AdamW", "Momentum"),
     ("Optimizer", "schedule"): ("constant", "cosine", "linear", "step"),
     ("DataLoader", "normalize"): ("cifar", "imagenet"),
@@ -125,6 +127,10 @@ HELP = {
     "Arch.pointwise": "1x1 convs: `auto` (on CPU `matmul` for maps of <= 16 pixels, else `paddle`; `paddle` on "
                       "GPU), `matmul` (one GEMM over all pixels) or `paddle` (`nn.Conv2D`)",
     "Arch.batchnorm": "`auto`, `custom` (BatchNorm + activation as one CPU operator) or `paddle` (its layers)",
+    "Arch.layout": "activations inside our MobileNets: `auto` (`NHWC` when the custom depthwise and BatchNorm "
+                   "operators run and `pointwise` is not `paddle`, else `NCHW`), `NHWC` (channels-last: 1x1 convs "
+                   "as single GEMMs, no transposes; eager CPU training and evaluation) or `NCHW`; inputs, outputs "
+                   "and parameters keep paddle's layouts",
     "Arch.pretrained": "a .pdparams file (ours, paddle.vision's or a checkpoint) or `imagenet` (Paddle's official "
                        "weights); a classifier of another width starts fresh (fine-tuning); empty = random init",
     "Optimizer.name": "`Adam`, `AdamW` or `Momentum`",
@@ -270,6 +276,7 @@ def apply_overrides(cfg: dict, overrides=()) -> dict:
 SAFE_ON_RESUME = ("Global.epochs", "Global.resume", "Global.overwrite", "Global.output_dir", "Global.device",
                   "Global.num_threads", "Global.log_interval", "Global.eval_test", "Global.eval_tta",
                   "Global.to_static", "Arch.depthwise", "Arch.pointwise", "Arch.batchnorm",
+                  "Arch.layout",
                   "DataLoader.data_file",
                   "DataLoader.num_workers")
 

@@ -104,7 +104,7 @@ def model_from_config(cfg, pretrained=None):
     """The model ``cfg["Arch"]`` names; ``pretrained`` overrides ``Arch.pretrained`` (False: random init)."""
     arch = cfg["Arch"]
     kwargs = {"num_classes": arch["num_classes"], "small_input": arch["small_input"], "depthwise": arch["depthwise"],
-              "pointwise": arch["pointwise"], "batchnorm": arch["batchnorm"]}
+              "pointwise": arch["pointwise"], "batchnorm": arch["batchnorm"], "layout": arch["layout"]}
     if arch["name"].startswith("mobilenet"):
         kwargs["scale"] = arch["scale"]
     elif arch["scale"] != 1.0:
@@ -280,7 +280,7 @@ def _load_states(run, ckpt) -> None:
 
 def _print_header(run, cfg):
     net = getattr(run["model"], "_layers", run["model"])  # under DataParallel too
-    kinds = ("depthwise", "pointwise", "batchnorm")
+    kinds = ("depthwise", "pointwise", "batchnorm", "layout")
     impls = ", ".join(f"{getattr(net, kind + '_impl', 'n/a')} {kind}" for kind in kinds)
     train_n, val_n, test_n = run["sizes"]
     print(f"model {cfg['Arch']['name']} ({impls}) on {run['device']}, threads={run['threads']}, "

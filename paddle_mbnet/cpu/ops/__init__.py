@@ -1,5 +1,6 @@
-"""Our CPU operators, Paddle custom C++ operators built into one library: a depthwise convolution
-(depthwise_conv2d.cc) and BatchNorm fused with its activation (batchnorm_act.cc).
+"""Our CPU operators, Paddle custom C++ operators built into one library: a depthwise convolution for NCHW
+(depthwise_conv2d.cc) and channels-last NHWC (depthwise_conv2d_nhwc.cc) tensors, and BatchNorm fused with its
+activation in either layout (batchnorm_act.cc).
 
 They are compiled with ``paddle.utils.cpp_extension.load`` on first use and cached
 under ``$PADDLE_MBNET_CACHE`` (default ``~/.cache/paddle_mbnet/ops``), keyed by
@@ -28,7 +29,7 @@ import paddle
 from ...errors import ArgumentError
 
 _SOURCES = [os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
-            for name in ("depthwise_conv2d.cc", "batchnorm_act.cc")]
+            for name in ("depthwise_conv2d.cc", "depthwise_conv2d_nhwc.cc", "batchnorm_act.cc")]
 _lock = threading.Lock()
 _state: dict = {}
 
@@ -160,11 +161,21 @@ def depthwise_conv2d(x, weight, stride: int = 1, padding: int = 1):
     return module.mbnet_depthwise_conv2d(x, weight, int(stride), int(padding))
 
 
+def depthwise_conv2d_nhwc(x, weight, stride: int = 1, padding: int = 1):
+    """Depthwise conv of channels-last (NHWC) float32 ``x`` with ``weight`` [C, 1, k, k] on CPU, with gradients."""
+    module = _load()
+    if module is None:
+        custom_ops_available(required=True)
+    return module.mbnet_depthwise_conv2d_nhwc(x, weight, int(stride), int(padding))
+
+
 ACTIVATIONS = {None: 0, "relu": 1, "relu6": 2}  # the op's ``act`` codes
 
 
-def batchnorm_act(x, weight, bias, mean, variance, epsilon: float, training: bool, act=None):
-    """BatchNorm of NCHW float32 ``x`` then ``act`` (None, "relu", "relu6") on CPU, with gradients.
+def batchnorm_act(x, weight, bias, mean, variance, epsilon: float, training: bool, act=None,
+                  channels_last: bool = False):
+    """BatchNorm of NCHW (or, with ``channels_last``, NHWC) float32 ``x`` then ``act`` (None, "relu", "relu6") on
+    CPU, with gradients.
 
     Returns ``(y, mean, variance)``: the statistics it normalised with (the batch's in training, biased
     variance), for the caller to fold into the running ones.
@@ -173,4 +184,4 @@ def batchnorm_act(x, weight, bias, mean, variance, epsilon: float, training: boo
     if module is None:
         custom_ops_available(required=True, keyword="batchnorm")
     return module.mbnet_batchnorm_act(x, weight, bias, mean, variance, float(epsilon), bool(training),
-                                      ACTIVATIONS[act])
+                                      ACTIVATIONS[act], bool(channels_last))

@@ -1,4 +1,4 @@
-// BatchNorm followed by an activation (none, ReLU or ReLU6) for CPU, float32, NCHW, as one operator.
+// BatchNorm followed by an activation (none, ReLU or ReLU6) for CPU, float32, NCHW or NHWC, as one operator.
 //
 // Why: on CPU paddle runs batch_norm and the activation as separate kernels, each a few passes over the
 // tensor, and together they were the largest share of a MobileNet training step after the convolutions
@@ -6,6 +6,8 @@
 // and the backward two (the two per-channel sums, then the input gradient), with the activation's mask
 // recomputed from the input instead of stored. OpenMP runs over blocks of channels, so each thread owns whole
 // channels and needs no atomics. Sums are kept in double. The running statistics are updated by the caller (models/layers.py).
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -20,13 +22,19 @@ struct Shape {
   int64_t N, C, HW;
 };
 
-// Checks the input and every per-channel tensor (float32, CPU, contiguous, one value per channel).
-Shape shape_of(const paddle::Tensor& x, const std::vector<const paddle::Tensor*>& per_channel) {
+// Checks the input and every per-channel tensor (float32, CPU, contiguous, one value per channel). A channels-last
+// input [N, ..., C] is described as N * ... rows of C channels and one position each.
+Shape shape_of(const paddle::Tensor& x, const std::vector<const paddle::Tensor*>& per_channel, bool channels_last) {
   PD_CHECK(x.is_cpu() && x.dtype() == paddle::DataType::FLOAT32, "mbnet batchnorm_act: float32 CPU input only");
   auto xs = x.shape();
-  PD_CHECK(xs.size() >= 2, "input must be [N, C, ...]");
+  PD_CHECK(xs.size() >= 2, channels_last ? "input must be [N, ..., C]" : "input must be [N, C, ...]");
   Shape s{xs[0], xs[1], 1};
-  for (size_t i = 2; i < xs.size(); ++i) s.HW *= xs[i];
+  if (channels_last) {
+    s.C = xs.back();
+    for (size_t i = 1; i + 1 < xs.size(); ++i) s.N *= xs[i];
+  } else {
+    for (size_t i = 2; i < xs.size(); ++i) s.HW *= xs[i];
+  }
   PD_CHECK(s.N * s.HW > 0, "mbnet batchnorm_act: the input has no values per channel");
   for (const paddle::Tensor* t : per_channel) {
     PD_CHECK(t->is_cpu() && t->dtype() == paddle::DataType::FLOAT32 && t->numel() == s.C && t->is_contiguous(),
@@ -270,6 +278,175 @@ void backward_channels(const float* xp, const float* dyp, const float* gp, const
   }
 }
 
+
+// Channels-last (NHWC) tensors are [rows, C] with rows = N * H * W. Threads split the rows; each sums into its own
+// per-channel accumulators (double), which are added up after the pass, and every inner loop runs along the
+// channels of one row, contiguous whatever the map size.
+struct RowSums {
+  std::vector<double> a, b;  // [threads][C] each
+  int64_t C;
+  explicit RowSums(int64_t channels)
+      : a(static_cast<size_t>(omp_get_max_threads()) * channels, 0.0),
+        b(static_cast<size_t>(omp_get_max_threads()) * channels, 0.0), C(channels) {}
+  double* mine_a() { return a.data() + omp_get_thread_num() * C; }
+  double* mine_b() { return b.data() + omp_get_thread_num() * C; }
+  void totals(double* ta, double* tb) const {  // sums over the threads' accumulators
+    const int64_t threads = static_cast<int64_t>(a.size()) / C;
+    for (int64_t c = 0; c < C; ++c) {
+      double sa = 0.0, sb = 0.0;
+      for (int64_t t = 0; t < threads; ++t) {
+        sa += a[t * C + c];
+        sb += b[t * C + c];
+      }
+      ta[c] = sa;
+      tb[c] = sb;
+    }
+  }
+};
+
+constexpr int64_t kSumWidth = 16;  // channels summed at once, in registers
+
+// Adds to sa[c], sb[c] the two per-channel terms term(r, c) -> (a, b) over rows [r0, r1), for all C channels.
+// Why this order: accumulating row by row into per-channel memory costs a load and a store of both sums per
+// value, which made the backward pass slower than the NCHW kernel. Here 16 channels are summed over the chunk's
+// rows in registers (double, as the NCHW kernel sums: the backward's sums cancel), then added once into the
+// thread's totals; the chunk is small enough to stay in cache while its channels are visited 16 at a time.
+template <class Term>
+void sum_rows(int64_t r0, int64_t r1, int64_t C, Term term, double* sa, double* sb) {
+  int64_t c = 0;
+  for (; c + kSumWidth <= C; c += kSumWidth) {
+    double acc_a[kSumWidth] = {}, acc_b[kSumWidth] = {};
+    for (int64_t r = r0; r < r1; ++r) {
+#pragma omp simd
+      for (int64_t j = 0; j < kSumWidth; ++j) {
+        double a, b;
+        term(r, c + j, &a, &b);
+        acc_a[j] += a;
+        acc_b[j] += b;
+      }
+    }
+    for (int64_t j = 0; j < kSumWidth; ++j) {
+      sa[c + j] += acc_a[j];
+      sb[c + j] += acc_b[j];
+    }
+  }
+  for (; c < C; ++c) {  // channels past the last multiple of 16
+    double acc_a = 0.0, acc_b = 0.0;
+    for (int64_t r = r0; r < r1; ++r) {
+      double a, b;
+      term(r, c, &a, &b);
+      acc_a += a;
+      acc_b += b;
+    }
+    sa[c] += acc_a;
+    sb[c] += acc_b;
+  }
+}
+
+// Rows per chunk of sum_rows: about 32 KB of each input, and at least 16 rows.
+inline int64_t rows_per_chunk(int64_t C) { return std::max<int64_t>(16, 8192 / C); }
+
+// Per-channel sums of term over all rows, split over the threads by chunks of rows.
+template <class Term>
+void channel_sums(int64_t rows, int64_t C, Term term, double* total_a, double* total_b) {
+  RowSums sums(C);
+  const int64_t chunk = rows_per_chunk(C), chunks = (rows + chunk - 1) / chunk;
+#pragma omp parallel
+  {
+    double* sa = sums.mine_a();
+    double* sb = sums.mine_b();
+#pragma omp for schedule(static)
+    for (int64_t k = 0; k < chunks; ++k) sum_rows(k * chunk, std::min(rows, (k + 1) * chunk), C, term, sa, sb);
+  }
+  sums.totals(total_a, total_b);
+}
+
+// The per-channel affine of every channel as three float arrays, for the vector loops along a row.
+struct ChannelAffine {
+  std::vector<float> mean, scale, beta;
+  std::vector<double> invstd;
+  ChannelAffine(const float* mp, const float* vp, const float* gp, const float* bp, int64_t C, float epsilon)
+      : mean(C), scale(C), beta(C), invstd(C) {
+    for (int64_t c = 0; c < C; ++c) {
+      const Affine a = affine(mp[c], vp[c], gp[c], bp[c], epsilon);
+      mean[c] = a.mean;
+      scale[c] = a.scale;
+      beta[c] = a.beta;
+      invstd[c] = a.invstd;
+    }
+  }
+};
+
+template <int ACT>
+void forward_rows(const float* xp, const float* gp, const float* bp, const float* rm, const float* rv, float* yp,
+                  float* mp, float* vp, int64_t rows, int64_t C, float epsilon, bool training) {
+  if (training) {
+    std::vector<double> sum(C), sumsq(C);
+    channel_sums(rows, C, [xp, C](int64_t r, int64_t c, double* a, double* b) {
+      const double v = xp[r * C + c];
+      *a = v;
+      *b = v * v;
+    }, sum.data(), sumsq.data());
+    for (int64_t c = 0; c < C; ++c) {
+      const double mean = sum[c] / rows;
+      mp[c] = static_cast<float>(mean);
+      vp[c] = static_cast<float>(std::max(sumsq[c] / rows - mean * mean, 0.0));
+    }
+  } else {
+    std::copy(rm, rm + C, mp);
+    std::copy(rv, rv + C, vp);
+  }
+  const ChannelAffine af(mp, vp, gp, bp, C, epsilon);
+  const float* mu = af.mean.data();
+  const float* sc = af.scale.data();
+  const float* be = af.beta.data();
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* in = xp + r * C;
+    float* out = yp + r * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) out[c] = activate<ACT>(pre_act(in[c], mu[c], sc[c], be[c]));
+  }
+}
+
+template <int ACT>
+void backward_rows(const float* xp, const float* dyp, const float* gp, const float* bp, const float* mp,
+                   const float* vp, float* dxp, float* dgp, float* dbp, int64_t rows, int64_t C, float epsilon,
+                   bool training) {
+  const ChannelAffine af(mp, vp, gp, bp, C, epsilon);
+  const float* mu = af.mean.data();
+  const float* sc = af.scale.data();
+  const float* be = af.beta.data();
+  std::vector<double> dz_total(C), dz_xc_total(C);
+  channel_sums(rows, C, [=](int64_t r, int64_t c, double* a, double* b) {
+    const float x = xp[r * C + c];
+    const float dz = dyp[r * C + c] * mask<ACT>(pre_act(x, mu[c], sc[c], be[c]));
+    *a = dz;
+    *b = static_cast<double>(dz) * (x - mu[c]);
+  }, dz_total.data(), dz_xc_total.data());
+  std::vector<float> mean_dz(C), xc_coef(C);
+  for (int64_t c = 0; c < C; ++c) {
+    const double invstd = af.invstd[c];
+    dbp[c] = static_cast<float>(dz_total[c]);
+    dgp[c] = static_cast<float>(dz_xc_total[c] * invstd);
+    mean_dz[c] = training ? static_cast<float>(dz_total[c] / rows) : 0.f;
+    xc_coef[c] = training ? static_cast<float>(dz_xc_total[c] * invstd * invstd / rows) : 0.f;
+  }
+  const float* md = mean_dz.data();
+  const float* xk = xc_coef.data();
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* in = xp + r * C;
+    const float* g = dyp + r * C;
+    float* out = dxp + r * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) {
+      float dz = g[c] * mask<ACT>(pre_act(in[c], mu[c], sc[c], be[c]));
+      out[c] = sc[c] * (dz - md[c] - (in[c] - mu[c]) * xk[c]);
+    }
+  }
+}
+
 }  // namespace
 
 // Training: batch statistics; evaluation: the given running mean and variance.
@@ -277,15 +454,22 @@ void backward_channels(const float* xp, const float* dyp, const float* gp, const
 std::vector<paddle::Tensor> BatchNormActForward(const paddle::Tensor& x_in, const paddle::Tensor& gamma,
                                                 const paddle::Tensor& beta, const paddle::Tensor& running_mean,
                                                 const paddle::Tensor& running_var, float epsilon, bool training,
-                                                int act) {
+                                                int act, bool channels_last) {
   PD_CHECK(act >= kNone && act <= kRelu6, "act must be 0 (none), 1 (relu) or 2 (relu6)");
   paddle::Tensor x = x_in.contiguous();
-  Shape s = shape_of(x, {&gamma, &beta, &running_mean, &running_var});
+  Shape s = shape_of(x, {&gamma, &beta, &running_mean, &running_var}, channels_last);
   auto y = paddle::empty(x.shape(), paddle::DataType::FLOAT32, paddle::CPUPlace());
   auto mean = paddle::empty({s.C}, paddle::DataType::FLOAT32, paddle::CPUPlace());
   auto var = paddle::empty({s.C}, paddle::DataType::FLOAT32, paddle::CPUPlace());
   auto run = act == kRelu ? forward_channels<kRelu> : act == kRelu6 ? forward_channels<kRelu6>
                                                                     : forward_channels<kNone>;
+  if (channels_last) {
+    auto rows = act == kRelu ? forward_rows<kRelu> : act == kRelu6 ? forward_rows<kRelu6> : forward_rows<kNone>;
+    rows(x.data<float>(), gamma.data<float>(), beta.data<float>(), running_mean.data<float>(),
+         running_var.data<float>(), y.data<float>(), mean.data<float>(), var.data<float>(), s.N, s.C, epsilon,
+         training);
+    return {y, mean, var};
+  }
   run(x.data<float>(), gamma.data<float>(), beta.data<float>(), running_mean.data<float>(),
       running_var.data<float>(), y.data<float>(), mean.data<float>(), var.data<float>(), s, epsilon, training);
   return {y, mean, var};
@@ -296,16 +480,22 @@ std::vector<paddle::Tensor> BatchNormActForward(const paddle::Tensor& x_in, cons
 std::vector<paddle::Tensor> BatchNormActBackward(const paddle::Tensor& x_in, const paddle::Tensor& gamma,
                                                  const paddle::Tensor& beta, const paddle::Tensor& mean,
                                                  const paddle::Tensor& var, const paddle::Tensor& dy_in,
-                                                 float epsilon, bool training, int act) {
+                                                 float epsilon, bool training, int act, bool channels_last) {
   paddle::Tensor x = x_in.contiguous();
   paddle::Tensor dy = dy_in.contiguous();
-  Shape s = shape_of(x, {&gamma, &beta, &mean, &var});
+  Shape s = shape_of(x, {&gamma, &beta, &mean, &var}, channels_last);
   PD_CHECK(dy.shape() == x.shape(), "mbnet batchnorm_act: the output gradient must have the input's shape");
   auto dx = paddle::empty(x.shape(), paddle::DataType::FLOAT32, paddle::CPUPlace());
   auto dgamma = paddle::empty({s.C}, paddle::DataType::FLOAT32, paddle::CPUPlace());
   auto dbeta = paddle::empty({s.C}, paddle::DataType::FLOAT32, paddle::CPUPlace());
   auto run = act == kRelu ? backward_channels<kRelu> : act == kRelu6 ? backward_channels<kRelu6>
                                                                      : backward_channels<kNone>;
+  if (channels_last) {
+    auto rows = act == kRelu ? backward_rows<kRelu> : act == kRelu6 ? backward_rows<kRelu6> : backward_rows<kNone>;
+    rows(x.data<float>(), dy.data<float>(), gamma.data<float>(), beta.data<float>(), mean.data<float>(),
+         var.data<float>(), dx.data<float>(), dgamma.data<float>(), dbeta.data<float>(), s.N, s.C, epsilon, training);
+    return {dx, dgamma, dbeta};
+  }
   run(x.data<float>(), dy.data<float>(), gamma.data<float>(), beta.data<float>(), mean.data<float>(),
       var.data<float>(), dx.data<float>(), dgamma.data<float>(), dbeta.data<float>(), s, epsilon, training);
   return {dx, dgamma, dbeta};
@@ -326,7 +516,7 @@ std::vector<paddle::DataType> BatchNormActInferDtype(const paddle::DataType& x, 
 PD_BUILD_OP(mbnet_batchnorm_act)
     .Inputs({"X", "Scale", "Bias", "Mean", "Variance"})
     .Outputs({"Y", "SavedMean", "SavedVariance"})
-    .Attrs({"epsilon: float", "training: bool", "act: int"})
+    .Attrs({"epsilon: float", "training: bool", "act: int", "channels_last: bool"})
     .SetKernelFn(PD_KERNEL(BatchNormActForward))
     .SetInferShapeFn(PD_INFER_SHAPE(BatchNormActInferShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(BatchNormActInferDtype));
@@ -334,5 +524,5 @@ PD_BUILD_OP(mbnet_batchnorm_act)
 PD_BUILD_GRAD_OP(mbnet_batchnorm_act)
     .Inputs({"X", "Scale", "Bias", "SavedMean", "SavedVariance", paddle::Grad("Y")})
     .Outputs({paddle::Grad("X"), paddle::Grad("Scale"), paddle::Grad("Bias")})
-    .Attrs({"epsilon: float", "training: bool", "act: int"})
+    .Attrs({"epsilon: float", "training: bool", "act: int", "channels_last: bool"})
     .SetKernelFn(PD_KERNEL(BatchNormActBackward));

@@ -1,0 +1,151 @@
+"""The channels-last (NHWC) path: its operators against paddle's float64 kernels, when the networks take it, and
+when they fall back to NCHW. Whole networks on it against paddle's kernels: tests/test_cpu_kernels_networks.py."""
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+import pytest
+
+import paddle_mbnet as pm
+from paddle_mbnet.cpu import ops
+from paddle_mbnet.errors import ArgumentError
+
+pytestmark = pytest.mark.skipif(not ops.custom_ops_available(), reason="no C++ compiler to build the op")
+
+
+def _close(ours, reference, tol=1e-4):
+    scale = max(1.0, float(np.abs(reference).max()))
+    np.testing.assert_allclose(ours, reference, rtol=tol, atol=tol * scale)
+
+
+def _nhwc(t):
+    return paddle.to_tensor(np.ascontiguousarray(t.numpy().transpose(0, 2, 3, 1)).astype("float32"),
+                            stop_gradient=False)
+
+
+def _nchw(t):
+    return t.numpy().transpose(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("n,c,h,w,k,stride,pad", [
+    (2, 32, 8, 8, 3, 1, 1),  # two full 16-channel vectors
+    (2, 24, 7, 9, 3, 2, 1),  # a vector and a scalar tail, odd sizes at stride 2
+    (1, 19, 5, 5, 3, 1, 1),  # batch 1, a vector and three channels past it
+    (3, 48, 4, 4, 3, 2, 1),
+    (2, 16, 2, 2, 3, 1, 1),  # every pixel at a border
+    (2, 64, 1, 1, 3, 1, 1),  # one pixel
+    (2, 20, 9, 8, 5, 1, 2),  # another kernel size: the runtime-size code
+    (2, 16, 9, 8, 3, 1, 0),  # no padding
+    (2, 8, 9, 8, 3, 2, 2),  # more padding than the usual
+])
+def test_depthwise_nhwc_matches_paddles_conv(n, c, h, w, k, stride, pad):
+    """Forward, input and weight gradients against F.conv2d(groups=C) in float64."""
+    x = paddle.randn([n, c, h, w], dtype="float64")
+    weight = paddle.randn([c, 1, k, k], dtype="float64")
+    x.stop_gradient = weight.stop_gradient = False
+    y = F.conv2d(x, weight, stride=stride, padding=pad, groups=c)
+    grad_y = paddle.randn(y.shape, dtype="float64")
+    ref_x, ref_w = paddle.grad([y], [x, weight], [grad_y])
+    x_ours, w_ours = _nhwc(x), paddle.to_tensor(weight.numpy().astype("float32"), stop_gradient=False)
+    y_ours = ops.depthwise_conv2d_nhwc(x_ours, w_ours, stride, pad)
+    got_x, got_w = paddle.grad([y_ours], [x_ours, w_ours], [_nhwc(grad_y)])
+    _close(_nchw(y_ours), y.numpy())
+    _close(_nchw(got_x), ref_x.numpy())
+    _close(got_w.numpy(), ref_w.numpy())
+
+
+@pytest.mark.parametrize("act", [None, "relu", "relu6"])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("n,c,h", [(3, 40, 5), (2, 144, 4), (2, 7, 3), (1, 96, 2)])
+def test_batchnorm_act_nhwc_matches_paddle(act, training, n, c, h):
+    """BatchNorm + activation on NHWC input against F.batch_norm (+ the activation) in float64: output, the
+    statistics it normalised with, and the gradients of input, scale and shift."""
+    rng = np.random.RandomState(c)
+    x = paddle.to_tensor(rng.randn(n, c, h, h) * 2 + 1, stop_gradient=False)
+    gamma = paddle.to_tensor(rng.rand(c) + 0.5, stop_gradient=False)
+    beta = paddle.to_tensor(rng.randn(c), stop_gradient=False)
+    mean, var = paddle.to_tensor(rng.randn(c) * 0.1), paddle.to_tensor(rng.rand(c) + 0.5)
+    y = F.batch_norm(x, mean, var, gamma, beta, training=training, epsilon=1e-5)
+    y = {None: y, "relu": F.relu(y), "relu6": F.relu6(y)}[act]
+    grad_y = paddle.to_tensor(rng.randn(*y.shape))
+    reference = paddle.grad([y], [x, gamma, beta], [grad_y])
+
+    def f32(t):
+        return paddle.to_tensor(t.numpy().astype("float32"), stop_gradient=t.stop_gradient)
+
+    x_ours, gamma_ours, beta_ours = _nhwc(x), f32(gamma), f32(beta)
+    y_ours, used_mean, used_var = ops.batchnorm_act(x_ours, gamma_ours, beta_ours, f32(mean), f32(var), 1e-5,
+                                                    training, act, channels_last=True)
+    got = paddle.grad([y_ours], [x_ours, gamma_ours, beta_ours], [_nhwc(grad_y)])
+    _close(_nchw(y_ours), y.numpy())
+    _close(_nchw(got[0]), reference[0].numpy())
+    _close(got[1].numpy(), reference[1].numpy())
+    _close(got[2].numpy(), reference[2].numpy())
+    expected_mean = x.numpy().mean(axis=(0, 2, 3)) if training else mean.numpy()
+    expected_var = x.numpy().var(axis=(0, 2, 3)) if training else var.numpy()
+    _close(used_mean.numpy(), expected_mean)
+    _close(used_var.numpy(), expected_var)
+
+
+def test_auto_layout_follows_the_operators():
+    assert pm.MobileNetV1().layout_impl == "NHWC"  # CPU, our operators built
+    assert pm.MobileNetV2(batchnorm="paddle").layout_impl == "NCHW"
+    assert pm.MobileNetV2(pointwise="paddle").layout_impl == "NCHW"  # paddle's 1x1 conv2d asked for
+    assert pm.MobileNetV1(layout="NCHW").layout_impl == "NCHW"
+
+
+def test_bad_layouts_say_what_to_pass():
+    with pytest.raises(ArgumentError, match="layout='NHWC' runs on the project's CPU operators"):
+        pm.MobileNetV1(layout="NHWC", depthwise="paddle")
+    with pytest.raises(ArgumentError, match="layout='channels_last' is not a layout.*'auto', 'NCHW', 'NHWC'"):
+        pm.MobileNetV2(layout="channels_last")
+    with pytest.raises(ArgumentError, match="layout='NHWC' needs depthwise-separable blocks"):
+        pm.MobileNetV1(layout="NHWC", full_conv=True)
+    with pytest.raises(ArgumentError, match="layout="):
+        pm.build_model("resnet18", layout="nhwc")
+
+
+def test_full_conv_auto_runs_nchw():
+    model = pm.MobileNetV1(num_classes=10, small_input=True, scale=0.25, full_conv=True)
+    x = paddle.randn([2, 3, 32, 32])
+    assert not model.uses_channels_last(x)
+    assert model(x).shape == [2, 10]
+
+
+def test_without_pool_the_features_come_back_nchw():
+    paddle.seed(0)
+    ours = pm.MobileNetV2(num_classes=0, with_pool=False, small_input=True, scale=0.5)
+    reference = pm.MobileNetV2(num_classes=0, with_pool=False, small_input=True, scale=0.5, layout="NCHW")
+    reference.set_state_dict(ours.state_dict())
+    ours.eval(), reference.eval()
+    x = paddle.randn([2, 3, 32, 32])
+    assert ours.uses_channels_last(x)
+    out = ours(x)
+    assert out.shape == [2, 1280, 4, 4]
+    _close(out.numpy(), reference(x).numpy())
+
+
+def test_hooks_and_static_graphs_take_the_nchw_layers():
+    """paddle.flops counts with hooks on every layer, which the NHWC path would bypass; it falls back, so the
+    count equals an NCHW model's. A forward hook on any block does the same."""
+    model = pm.MobileNetV1(num_classes=10, small_input=True, scale=0.25)
+    reference = pm.MobileNetV1(num_classes=10, small_input=True, scale=0.25, layout="NCHW")
+    assert paddle.flops(model, [1, 3, 32, 32]) == paddle.flops(reference, [1, 3, 32, 32])
+    x = paddle.randn([1, 3, 32, 32])
+    assert model.uses_channels_last(x)
+    seen = []
+    handle = model.features[3].register_forward_post_hook(lambda layer, inputs, output: seen.append(output.shape))
+    assert not model.uses_channels_last(x)
+    model(x)
+    assert seen == [[1, 32, 16, 16]]  # NCHW, as the hook's owner expects
+    handle.remove()
+    assert model.uses_channels_last(x)
+    assert not model.uses_channels_last(x.astype("float64"))
+
+
+def test_global_statistics_take_the_nchw_layers():
+    """A BatchNorm told to use its running statistics in training is paddle's layer: the network falls back."""
+    model = pm.MobileNetV1(num_classes=10, small_input=True, scale=0.25)
+    model.features[2][1][1]._use_global_stats = True
+    x = paddle.randn([2, 3, 32, 32])
+    assert not model.uses_channels_last(x)
+    assert model(x).shape == [2, 10]
