@@ -124,7 +124,7 @@ def test_without_pool_the_features_come_back_nchw():
     _close(out.numpy(), reference(x).numpy())
 
 
-def test_hooks_and_static_graphs_take_the_nchw_layers():
+def test_hooks_take_the_nchw_layers():
     """paddle.flops counts with hooks on every layer, which the NHWC path would bypass; it falls back, so the
     count equals an NCHW model's. A forward hook on any block does the same."""
     model = pm.MobileNetV1(num_classes=10, small_input=True, scale=0.25)
@@ -149,3 +149,76 @@ def test_global_statistics_take_the_nchw_layers():
     x = paddle.randn([2, 3, 32, 32])
     assert not model.uses_channels_last(x)
     assert model(x).shape == [2, 10]
+
+
+def test_depthwise_nhwc_stride_three_and_too_small_inputs():
+    test_depthwise_nhwc_matches_paddles_conv(2, 16, 7, 7, 3, 3, 1)
+    for op, shape in ((ops.depthwise_conv2d_nhwc, [1, 2, 2, 16]), (ops.depthwise_conv2d, [1, 16, 2, 2])):
+        with pytest.raises(Exception, match="input is smaller than the kernel"):
+            op(paddle.randn(shape), paddle.randn([16, 1, 3, 3]), 2, 0)
+
+
+def test_batchnorm_nhwc_sums_over_several_chunks_and_threads():
+    """2048 rows of 16 channels: four chunks of rows, split over the threads, whose sums are added up."""
+    test_batchnorm_act_nhwc_matches_paddle("relu", True, 8, 16, 16)
+
+
+def test_nhwc_with_paddles_1x1_conv_is_refused_and_full_conv_says_nchw():
+    with pytest.raises(ArgumentError, match="layout='NHWC' runs 1x1 convs as matrix products"):
+        pm.MobileNetV1(layout="NHWC", pointwise="paddle")
+    assert pm.MobileNetV1(full_conv=True).layout_impl == "NCHW"  # what the trainer's first line reports
+
+
+def test_pooled_features_match_nchw_in_training():
+    """num_classes=0 with the pool: [N, C, 1, 1] as in NCHW, in training (batch statistics) too."""
+    paddle.seed(0)
+    ours = pm.MobileNetV1(num_classes=0, small_input=True, scale=0.25)
+    reference = pm.MobileNetV1(num_classes=0, small_input=True, scale=0.25, layout="NCHW")
+    reference.set_state_dict(ours.state_dict())
+    x = paddle.randn([2, 3, 32, 32])
+    out = ours(x)
+    assert ours.uses_channels_last(x) and out.shape == [2, 256, 1, 1]
+    _close(out.numpy(), reference(x).numpy())
+
+
+def test_a_subclass_that_overrides_forward_falls_back():
+    """A block whose subclass changes ``forward`` (say, drop-path) but inherits ``forward_nhwc`` must not be run by
+    the inherited one; nor a layer whose ``forward`` was replaced on the instance."""
+    from paddle_mbnet.models.mobilenet_v2 import InvertedResidual
+
+    class Doubled(InvertedResidual):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    model = pm.MobileNetV2(num_classes=10, small_input=True, scale=0.25)
+    x = paddle.randn([2, 3, 32, 32])
+    assert model.uses_channels_last(x)
+    model.features[2].__class__ = Doubled
+    assert not model.uses_channels_last(x)
+    model.features[2].__class__ = InvertedResidual
+    block = model.features[3]
+    block.forward = block.forward  # the class's own method, bound (paddle.flops leaves one): still the NHWC path
+    assert model.uses_channels_last(x)
+    block.forward = lambda inputs: 2 * InvertedResidual.forward(block, inputs)
+    assert not model.uses_channels_last(x)
+
+
+def test_to_static_training_step_matches_eager():
+    """Global.to_static wraps the model in paddle.jit.to_static (SOT), which replaces its forward: it runs the NCHW
+    layers, and a training step's loss and gradients equal the eager channels-last model's."""
+    paddle.seed(0)
+    eager = pm.MobileNetV2(num_classes=10, small_input=True, scale=0.25, dropout=0.0)
+    static_model = pm.MobileNetV2(num_classes=10, small_input=True, scale=0.25, dropout=0.0)
+    static_model.set_state_dict(eager.state_dict())
+    static = paddle.jit.to_static(static_model)
+    x, labels = paddle.randn([4, 3, 32, 32]), paddle.to_tensor([1, 2, 3, 4])
+    losses = []
+    for model, params in ((eager, eager), (static, static_model)):
+        loss = F.cross_entropy(model(x), labels)
+        loss.backward()
+        losses.append((float(loss), {n: p.grad.numpy() for n, p in params.named_parameters() if p.grad is not None}))
+    assert eager.uses_channels_last(x) and not static_model.uses_channels_last(x)
+    assert abs(losses[0][0] - losses[1][0]) < 1e-4
+    assert losses[0][1].keys() == losses[1][1].keys() and losses[0][1]
+    for name, grad in losses[0][1].items():
+        _close(losses[1][1][name], grad, tol=1e-3)

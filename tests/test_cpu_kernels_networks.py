@@ -1,6 +1,7 @@
 """Whole networks with our CPU kernels (the depthwise operator, small-map 1x1 convs as one matmul, BatchNorm
-fused with its activation), on NCHW and on channels-last (NHWC) activations, against paddle's kernels: outputs
-and every parameter's gradient in training and evaluation mode, both MobileNets, batch 1 and 2, 32 and 224 px. The operators alone are checked to 1e-4 in
+fused with its activation), on NCHW and on channels-last (NHWC) activations, against paddle's kernels:
+outputs and every parameter's gradient in training and evaluation mode, both MobileNets, batch 1 and 2, 32
+and 224 px. The operators alone are checked to 1e-4 in
 tests/test_depthwise_op.py, tests/test_pointwise.py and tests/test_batchnorm_act.py."""
 import numpy as np
 import paddle

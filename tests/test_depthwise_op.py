@@ -87,7 +87,7 @@ def test_models_train_as_accurately_with_either_kernel(name):
     than paddle's own kernels (plus slack)."""
     paddle.seed(3)
     kw = dict(num_classes=10, small_input=True, scale=0.5)
-    custom = pm.build_model(name, depthwise="custom", pointwise="matmul", **kw)
+    custom = pm.build_model(name, depthwise="custom", pointwise="matmul", layout="NCHW", **kw)
     plain = pm.build_model(name, depthwise="paddle", pointwise="paddle", batchnorm="paddle", **kw)
     exact = pm.build_model(name, depthwise="paddle", pointwise="paddle", batchnorm="paddle", **kw)
     plain.set_state_dict(custom.state_dict())

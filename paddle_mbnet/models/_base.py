@@ -12,6 +12,7 @@ from .layers import (
     check_input,
     check_pointwise,
     forward_nhwc,
+    own_forward,
     resolve_batchnorm,
     resolve_depthwise,
     resolve_layout,
@@ -57,6 +58,7 @@ class MobileNetBase(nn.Layer):
                            "batchnorm_impl": self.batchnorm_impl}
         self.min_input_size = 1
         self._size_hint = ""
+        self._channels_last_now = False  # set by __call__ for the call in progress
 
     def _make_head(self, channels: int, dropout: float = 0.0) -> None:
         self.out_channels = channels
@@ -67,24 +69,33 @@ class MobileNetBase(nn.Layer):
             self.classifier = nn.Sequential(nn.Dropout(dropout), fc) if dropout > 0 else fc
 
     def _check_layout(self) -> None:
-        """Called by subclasses once ``features`` is built: an explicit NHWC must be able to run."""
-        if self.layout == "NHWC" and not all(runs_channels_last(block) for block in list(self.features.children())[1:]):
-            raise ArgumentError("layout='NHWC' needs depthwise-separable blocks (not full_conv=True); "
-                                "use layout='NCHW' or 'auto'")
+        """Called by subclasses once ``features`` is built: an explicit NHWC must be able to run, and an 'auto'
+        one that cannot (Table 4's full convolutions) says NCHW, as the trainer's first line reports it."""
+        if self.layout_impl == "NHWC" and not all(runs_channels_last(block)
+                                                  for block in list(self.features.children())[1:]):
+            if self.layout == "NHWC":
+                raise ArgumentError("layout='NHWC' needs depthwise-separable blocks (not full_conv=True); "
+                                    "use layout='NCHW' or 'auto'")
+            self.layout_impl = "NCHW"
 
     def uses_channels_last(self, x) -> bool:
         """The NHWC path runs in eager mode on a float32 CPU batch when every block after the stem supports it
-        (quantization wrappers and hooks such as paddle.flops' need the layers called one by one, in NCHW)."""
-        return (self.layout_impl == "NHWC" and paddle.in_dynamic_mode() and x.place.is_cpu_place()
+        (quantization wrappers and hooks such as paddle.flops' need the layers called one by one, in NCHW) and
+        ``forward`` is the class's own (paddle.jit.to_static replaces it)."""
+        return (self.layout_impl == "NHWC" and paddle.in_dynamic_mode() and own_forward(self)
+                and x.place.is_cpu_place()
                 and x.dtype == paddle.float32 and self._unwatched_average_pool()
+                and type(self.features).forward is nn.Sequential.forward and own_forward(self.features)
                 and not (self.features._forward_pre_hooks or self.features._forward_post_hooks)
                 and all(runs_channels_last(block) for block in list(self.features.children())[1:]))
 
     def _unwatched_average_pool(self) -> bool:
+        """The head pools as ``_features_nhwc`` does (a global average), and nothing watches the pool."""
         if not self.with_pool:
             return True
-        return type(self.pool) is nn.AdaptiveAvgPool2D and not (self.pool._forward_pre_hooks
-                                                                 or self.pool._forward_post_hooks)
+        pool = self.pool
+        return (type(pool) is nn.AdaptiveAvgPool2D and pool._output_size in (1, [1, 1], (1, 1))
+                and not (pool._forward_pre_hooks or pool._forward_post_hooks))
 
     def _features_nhwc(self, x):
         """``features`` with activations channels-last after the stem: 1x1 convs become single GEMMs and no layer
@@ -94,12 +105,22 @@ class MobileNetBase(nn.Layer):
         for block in blocks[1:]:
             x = forward_nhwc(block, x)
         if self.with_pool:
-            return x.mean(axis=[1, 2], keepdim=True).transpose([0, 3, 1, 2])
+            return x.mean(axis=[1, 2], keepdim=True).transpose([0, 3, 1, 2]).contiguous()
         return x.transpose([0, 3, 1, 2]).contiguous()
+
+    def __call__(self, *inputs, **kwargs):
+        # The layout is chosen here, outside ``forward``: paddle.jit.to_static replaces ``forward`` on the instance
+        # and translates it, and its translator (SOT) fails on these checks; such a model runs the NCHW layers.
+        x = inputs[0] if inputs else kwargs.get("x")
+        self._channels_last_now = isinstance(x, paddle.Tensor) and self.uses_channels_last(x)
+        try:
+            return super().__call__(*inputs, **kwargs)
+        finally:
+            self._channels_last_now = False  # a direct ``forward()`` call takes the NCHW layers
 
     def forward(self, x):
         check_input(x, self.min_input_size, type(self).__name__, self._size_hint)
-        if self.uses_channels_last(x):
+        if self._channels_last_now:
             x = self._features_nhwc(x)
         else:
             x = self.features(x)

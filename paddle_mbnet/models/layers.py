@@ -93,6 +93,9 @@ def resolve_layout(layout: str, depthwise_impl: str, pointwise_impl: str, batchn
     if layout == "NHWC" and not ours:
         raise ArgumentError("layout='NHWC' runs on the project's CPU operators: set depthwise='custom' and "
                             "batchnorm='custom' (or 'auto' on CPU), or use layout='NCHW'")
+    if layout == "NHWC" and pointwise_impl == "paddle":
+        raise ArgumentError("layout='NHWC' runs 1x1 convs as matrix products, not paddle's conv2d: set "
+                            "pointwise='auto' or 'matmul', or use layout='NCHW'")
     if layout == "auto":
         return "NHWC" if ours and pointwise_impl != "paddle" else "NCHW"
     return layout
@@ -129,6 +132,7 @@ class DepthwiseConv2D(nn.Conv2D):
         return super().forward(x)
 
     def forward_nhwc(self, x):
+        # only ever called on the network's channels-last path, which exists only where impl is "custom"
         from ..cpu.ops import depthwise_conv2d_nhwc
 
         return depthwise_conv2d_nhwc(x, self.weight, stride=self._dw_stride, padding=self._dw_padding)
@@ -265,13 +269,30 @@ class ConvBNAct(nn.Sequential):
         return x
 
 
+def _defined_in(cls, name):
+    return next((klass for klass in cls.__mro__ if name in vars(klass)), None)
+
+
+def own_forward(layer) -> bool:
+    """``layer.forward`` is its class's: not replaced on the instance (paddle.jit.to_static does that), except by
+    the class's own method bound to it (paddle.flops leaves one)."""
+    method = vars(layer).get("forward")
+    return method is None or getattr(method, "__func__", None) is type(layer).forward
+
+
 def runs_channels_last(layer) -> bool:
-    """Whether ``forward_nhwc`` below can run ``layer`` and everything in it, with no hook bypassed."""
-    if layer._forward_pre_hooks or layer._forward_post_hooks:
+    """Whether ``forward_nhwc`` below can run ``layer`` and everything in it, with no hook bypassed and no
+    ``forward`` skipped: one replaced on the instance, or overridden by a subclass that kept ``forward_nhwc``."""
+    if layer._forward_pre_hooks or layer._forward_post_hooks or not own_forward(layer):
         return False
-    if isinstance(layer, ConvBNAct):
-        return layer.runs_channels_last()
-    if hasattr(layer, "forward_nhwc") or type(layer).forward is nn.Sequential.forward:
+    cls = type(layer)
+    if hasattr(layer, "forward_nhwc"):
+        if _defined_in(cls, "forward") is not _defined_in(cls, "forward_nhwc"):
+            return False
+        if isinstance(layer, ConvBNAct):
+            return layer.runs_channels_last()
+        return all(runs_channels_last(child) for child in layer.children())
+    if cls.forward is nn.Sequential.forward:
         return all(runs_channels_last(child) for child in layer.children())
     return False
 

@@ -50,6 +50,7 @@ class InvertedResidual(nn.Layer):
         return x + self.conv(x) if self.use_residual else self.conv(x)
 
     def forward_nhwc(self, x):
+        """``forward`` on the network's channels-last path (models/_base.py)."""
         y = forward_nhwc(self.conv, x)
         return x + y if self.use_residual else y
 

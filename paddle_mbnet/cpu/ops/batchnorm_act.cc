@@ -35,7 +35,7 @@ Shape shape_of(const paddle::Tensor& x, const std::vector<const paddle::Tensor*>
   } else {
     for (size_t i = 2; i < xs.size(); ++i) s.HW *= xs[i];
   }
-  PD_CHECK(s.N * s.HW > 0, "mbnet batchnorm_act: the input has no values per channel");
+  PD_CHECK(s.N * s.HW > 0 && s.C > 0, "mbnet batchnorm_act: the input has no channels or no values per channel");
   for (const paddle::Tensor* t : per_channel) {
     PD_CHECK(t->is_cpu() && t->dtype() == paddle::DataType::FLOAT32 && t->numel() == s.C && t->is_contiguous(),
              "mbnet batchnorm_act: scale, bias, mean and variance must be float32 CPU tensors of one value per "
@@ -377,6 +377,7 @@ struct ChannelAffine {
   }
 };
 
+// The channels-last forward: the same two passes as forward_channels, over rows instead of channel blocks.
 template <int ACT>
 void forward_rows(const float* xp, const float* gp, const float* bp, const float* rm, const float* rv, float* yp,
                   float* mp, float* vp, int64_t rows, int64_t C, float epsilon, bool training) {
@@ -409,6 +410,7 @@ void forward_rows(const float* xp, const float* gp, const float* bp, const float
   }
 }
 
+// The channels-last backward: the same formula as backward_channels, its two passes over rows.
 template <int ACT>
 void backward_rows(const float* xp, const float* dyp, const float* gp, const float* bp, const float* mp,
                    const float* vp, float* dxp, float* dgp, float* dbp, int64_t rows, int64_t C, float epsilon,

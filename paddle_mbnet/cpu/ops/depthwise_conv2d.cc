@@ -36,12 +36,13 @@ Geometry geometry(const paddle::Tensor& x, const paddle::Tensor& w, int stride, 
   PD_CHECK(xs.size() == 4 && ws.size() == 4, "input must be NCHW and weight [C, 1, K, K]");
   PD_CHECK(ws[0] == xs[1] && ws[1] == 1 && ws[2] == ws[3], "weight must be [C, 1, K, K] with C = input channels");
   PD_CHECK(stride >= 1 && padding >= 0, "stride must be >= 1 and padding >= 0");
+  // Checked before the division below, which truncates towards zero and would give one output row.
+  PD_CHECK(xs[2] + 2 * padding >= ws[2] && xs[3] + 2 * padding >= ws[2], "input is smaller than the kernel");
   Geometry g;
   g.N = xs[0]; g.C = xs[1]; g.H = xs[2]; g.W = xs[3]; g.K = ws[2];
   g.s = stride; g.p = padding;
   g.Ho = (g.H + 2 * padding - g.K) / stride + 1;
   g.Wo = (g.W + 2 * padding - g.K) / stride + 1;
-  PD_CHECK(g.Ho > 0 && g.Wo > 0, "input is smaller than the kernel");
   return g;
 }
 

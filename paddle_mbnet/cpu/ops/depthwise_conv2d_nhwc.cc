@@ -21,6 +21,8 @@ struct Geometry {
   int N, H, W, C, K, Ho, Wo, s, p;
 };
 
+constexpr int kMaxK = 16;  // the largest kernel side: sizes the per-pixel tap lists of the input gradient
+
 Geometry geometry(const paddle::Tensor& x, const paddle::Tensor& w, int stride, int padding) {
   PD_CHECK(x.is_cpu() && w.is_cpu(), "mbnet depthwise_conv2d_nhwc runs on CPU tensors only");
   PD_CHECK(x.dtype() == paddle::DataType::FLOAT32 && w.dtype() == paddle::DataType::FLOAT32,
@@ -30,13 +32,15 @@ Geometry geometry(const paddle::Tensor& x, const paddle::Tensor& w, int stride, 
   PD_CHECK(xs.size() == 4 && ws.size() == 4, "input must be NHWC and weight [C, 1, K, K]");
   PD_CHECK(ws[0] == xs[3] && ws[1] == 1 && ws[2] == ws[3], "weight must be [C, 1, K, K] with C = input channels");
   PD_CHECK(stride >= 1 && padding >= 0, "stride must be >= 1 and padding >= 0");
-  PD_CHECK(ws[2] <= 16, "mbnet depthwise_conv2d_nhwc supports kernels of up to 16 x 16");
+  PD_CHECK(ws[2] >= 1 && ws[2] <= kMaxK && xs[3] >= 1,
+           "mbnet depthwise_conv2d_nhwc: kernels of 1 to 16 taps a side, and at least one channel");
+  // Checked before the division below, which truncates towards zero and would give one output row.
+  PD_CHECK(xs[1] + 2 * padding >= ws[2] && xs[2] + 2 * padding >= ws[2], "input is smaller than the kernel");
   Geometry g;
   g.N = xs[0]; g.H = xs[1]; g.W = xs[2]; g.C = xs[3]; g.K = ws[2];
   g.s = stride; g.p = padding;
   g.Ho = (g.H + 2 * padding - g.K) / stride + 1;
   g.Wo = (g.W + 2 * padding - g.K) / stride + 1;
-  PD_CHECK(g.Ho > 0 && g.Wo > 0, "input is smaller than the kernel");
   return g;
 }
 
@@ -56,8 +60,8 @@ inline void store16(float* p, v16f v) { std::memcpy(p, &v, sizeof(v)); }
 std::vector<float> taps_major(const float* wp, const Geometry& g) {
   const int KK = g.K * g.K;
   std::vector<float> wt(static_cast<size_t>(KK) * g.C);
-  for (int c = 0; c < g.C; ++c)
-    for (int t = 0; t < KK; ++t) wt[static_cast<size_t>(t) * g.C + c] = wp[c * KK + t];
+  for (int ch = 0; ch < g.C; ++ch)
+    for (int t = 0; t < KK; ++t) wt[static_cast<size_t>(t) * g.C + ch] = wp[ch * KK + t];
   return wt;
 }
 
@@ -74,22 +78,24 @@ inline TapRange taps_at(int o, int s, int p, int K, int size) {
 // One output pixel: out[c] = sum over the valid taps of wt[tap][c] * x[input pixel of the tap][c].
 void forward_pixel(const float* x, const float* wt, float* out, const Geometry& g, TapRange rh, TapRange rw) {
   const int C = g.C;
-  int c = 0;
-  for (; c + kVec <= C; c += kVec) {
+  int ch = 0;
+  for (; ch + kVec <= C; ch += kVec) {
     v16f acc = {};
     for (int kh = rh.k0; kh < rh.k1; ++kh) {
-      const float* row = x + (static_cast<long>(rh.start + kh) * g.W + rw.start) * C + c;
-      const float* wrow = wt + kh * g.K * C + c;
-      for (int kw = rw.k0; kw < rw.k1; ++kw) acc += load16(wrow + kw * C) * load16(row + static_cast<long>(kw) * C);
+      // pointers at the first valid tap: the pixel left of a left border lies before the tensor
+      const float* row = x + (static_cast<long>(rh.start + kh) * g.W + rw.start + rw.k0) * C + ch;
+      const float* wrow = wt + (kh * g.K + rw.k0) * C + ch;
+      for (int kw = 0; kw < rw.k1 - rw.k0; ++kw)
+        acc += load16(wrow + kw * C) * load16(row + static_cast<long>(kw) * C);
     }
-    store16(out + c, acc);
+    store16(out + ch, acc);
   }
-  for (; c < C; ++c) {  // channels past the last multiple of 16
+  for (; ch < C; ++ch) {  // channels past the last multiple of 16
     float acc = 0.f;
     for (int kh = rh.k0; kh < rh.k1; ++kh)
       for (int kw = rw.k0; kw < rw.k1; ++kw)
-        acc += wt[(kh * g.K + kw) * C + c] * x[(static_cast<long>(rh.start + kh) * g.W + rw.start + kw) * C + c];
-    out[c] = acc;
+        acc += wt[(kh * g.K + kw) * C + ch] * x[(static_cast<long>(rh.start + kh) * g.W + rw.start + kw) * C + ch];
+    out[ch] = acc;
   }
 }
 
@@ -110,9 +116,9 @@ void forward(const float* xp, const float* wp, float* yp, const Geometry& g) {
 // The taps of one axis that reach input position i from an existing output position: kernel index k[j] and
 // output index o[j] for j < count, where o = (i + p - k) / s.
 struct Contributions {
-  int count = 0, k[16], o[16];
+  int count = 0, k[kMaxK], o[kMaxK];
   Contributions(int i, int s, int p, int K, int out_size) {
-    for (int kk = 0; kk < K && count < 16; ++kk) {
+    for (int kk = 0; kk < K; ++kk) {
       const int t = i + p - kk;
       if (t >= 0 && t % s == 0 && t / s < out_size) k[count] = kk, o[count++] = t / s;
     }
@@ -125,23 +131,23 @@ struct Contributions {
 void input_grad_pixel(const float* gy, const float* wt, float* gx, const Geometry& g, const Contributions& rows,
                       const Contributions& cols) {
   const int C = g.C;
-  long tap[16 * 16], at[16 * 16];  // weight and gradient offsets of the contributing taps
+  long tap[kMaxK * kMaxK], at[kMaxK * kMaxK];  // weight and gradient offsets of the contributing taps
   int taps = 0;
   for (int i = 0; i < rows.count; ++i)
     for (int j = 0; j < cols.count; ++j, ++taps) {
       tap[taps] = static_cast<long>(rows.k[i] * g.K + cols.k[j]) * C;
       at[taps] = (static_cast<long>(rows.o[i]) * g.Wo + cols.o[j]) * C;
     }
-  int c = 0;
-  for (; c + kVec <= C; c += kVec) {
+  int ch = 0;
+  for (; ch + kVec <= C; ch += kVec) {
     v16f acc = {};
-    for (int t = 0; t < taps; ++t) acc += load16(wt + tap[t] + c) * load16(gy + at[t] + c);
-    store16(gx + c, acc);
+    for (int t = 0; t < taps; ++t) acc += load16(wt + tap[t] + ch) * load16(gy + at[t] + ch);
+    store16(gx + ch, acc);
   }
-  for (; c < C; ++c) {  // channels past the last multiple of 16
+  for (; ch < C; ++ch) {  // channels past the last multiple of 16
     float acc = 0.f;
-    for (int t = 0; t < taps; ++t) acc += wt[tap[t] + c] * gy[at[t] + c];
-    gx[c] = acc;
+    for (int t = 0; t < taps; ++t) acc += wt[tap[t] + ch] * gy[at[t] + ch];
+    gx[ch] = acc;
   }
 }
 
@@ -151,26 +157,26 @@ template <int KT>
 void input_grad_pixel_s1(const float* gy, const float* wt, float* gx, const Geometry& g, const Contributions& rows,
                          int ow0) {
   const int C = g.C;
-  int c = 0;
-  for (; c + kVec <= C; c += kVec) {
+  int ch = 0;
+  for (; ch + kVec <= C; ch += kVec) {
     v16f acc[KT] = {};
     for (int i = 0; i < rows.count; ++i) {
-      const float* grad = gy + (static_cast<long>(rows.o[i]) * g.Wo + ow0) * C + c;
-      const float* taps = wt + rows.k[i] * KT * C + c;
+      const float* grad = gy + (static_cast<long>(rows.o[i]) * g.Wo + ow0) * C + ch;
+      const float* taps = wt + rows.k[i] * KT * C + ch;
 #pragma GCC unroll 16
       for (int kw = 0; kw < KT; ++kw) acc[kw] += load16(taps + kw * C) * load16(grad - static_cast<long>(kw) * C);
     }
     v16f sum = acc[0];
 #pragma GCC unroll 16
     for (int kw = 1; kw < KT; ++kw) sum += acc[kw];
-    store16(gx + c, sum);
+    store16(gx + ch, sum);
   }
-  for (; c < C; ++c) {
+  for (; ch < C; ++ch) {
     float acc = 0.f;
     for (int i = 0; i < rows.count; ++i)
       for (int kw = 0; kw < KT; ++kw)
-        acc += wt[(rows.k[i] * KT + kw) * C + c] * gy[(static_cast<long>(rows.o[i]) * g.Wo + ow0 - kw) * C + c];
-    gx[c] = acc;
+        acc += wt[(rows.k[i] * KT + kw) * C + ch] * gy[(static_cast<long>(rows.o[i]) * g.Wo + ow0 - kw) * C + ch];
+    gx[ch] = acc;
   }
 }
 
@@ -192,31 +198,31 @@ void weight_grad_row(const float* padded, const float* gy, float* gw, const Geom
   const int C = g.C, Wp = g.W + 2 * g.p;
   const float* grow = gy + static_cast<long>(oh) * g.Wo * C;
   const float* irow = padded + static_cast<long>(oh * ST) * Wp * C;
-  for (int c = 0; c + kVec <= C; c += kVec) {
+  for (int ch = 0; ch + kVec <= C; ch += kVec) {
     v16f acc[KT * KT] = {};
     for (int ow = 0; ow < g.Wo; ++ow) {
-      const v16f gv = load16(grow + static_cast<long>(ow) * C + c);
-      const float* in = irow + static_cast<long>(ow * ST) * C + c;
+      const v16f gv = load16(grow + static_cast<long>(ow) * C + ch);
+      const float* in = irow + static_cast<long>(ow * ST) * C + ch;
 #pragma GCC unroll 16
       for (int kh = 0; kh < KT; ++kh)
 #pragma GCC unroll 16
         for (int kw = 0; kw < KT; ++kw) acc[kh * KT + kw] += gv * load16(in + (static_cast<long>(kh) * Wp + kw) * C);
     }
 #pragma GCC unroll 16
-    for (int t = 0; t < KT * KT; ++t) store16(gw + t * C + c, load16(gw + t * C + c) + acc[t]);
+    for (int t = 0; t < KT * KT; ++t) store16(gw + t * C + ch, load16(gw + t * C + ch) + acc[t]);
   }
 }
 
 // The same for any kernel size and stride, and for the channels past the last multiple of 16: one channel at a
 // time over the whole sample.
-void weight_grad_scalar(const float* padded, const float* gy, float* gw, const Geometry& g, int c) {
+void weight_grad_scalar(const float* padded, const float* gy, float* gw, const Geometry& g, int ch) {
   const int C = g.C, Wp = g.W + 2 * g.p;
   for (int oh = 0; oh < g.Ho; ++oh)
     for (int ow = 0; ow < g.Wo; ++ow) {
-      const float gv = gy[(static_cast<long>(oh) * g.Wo + ow) * C + c];
+      const float gv = gy[(static_cast<long>(oh) * g.Wo + ow) * C + ch];
       for (int kh = 0; kh < g.K; ++kh)
         for (int kw = 0; kw < g.K; ++kw)
-          gw[(kh * g.K + kw) * C + c] += gv * padded[(static_cast<long>(oh * g.s + kh) * Wp + ow * g.s + kw) * C + c];
+          gw[(kh * g.K + kw) * C + ch] += gv * padded[(static_cast<long>(oh * g.s + kh) * Wp + ow * g.s + kw) * C + ch];
     }
 }
 
