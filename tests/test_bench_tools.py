@@ -13,7 +13,12 @@ def test_bench_depthwise_prints_layer_and_step_ratios():
                    "--models", "mobilenet_v1", "--profile").stdout
     assert "OMP_NUM_THREADS=1" in out
     assert len(re.findall(r"C=\s+\d+ .* custom .* ms .* paddle .* ms .*x", out)) == 13  # V1's 13 depthwise layers
-    assert re.search(r"all depthwise layers: custom [\d.]+ ms, paddle [\d.]+ ms per step -> [\d.]+x", out)
+    assert re.search(r"all depthwise layers: custom [\d.]+ ms, nhwc [\d.]+ ms, paddle [\d.]+ ms per step -> [\d.]+x",
+                     out)
+    assert re.search(r"all fused BatchNorms: NCHW [\d.]+ ms, NHWC [\d.]+ ms per step -> NHWC/NCHW [\d.]+x", out)
+    # V1's 27 fused BatchNorms (stem, 13 depthwise, 13 pointwise) as distinct shapes, each with its count
+    counts = [int(n) for n in re.findall(r"C=\s+\d+ +\d+x\d+ +\w+ +x(\d+) +NCHW", out)]
+    assert sum(counts) == 27
     assert re.search(r"mobilenet_v1 +custom [\d.]+x and custom\+auto [\d.]+x and custom\+auto\+bn [\d.]+x and "
                      r"custom\+bn\+nhwc [\d.]+x paddle", out)
     assert re.search(r"sgemm: paddle.matmul 2048x2048 float32 at [\d.]+ GFLOP/s", out)

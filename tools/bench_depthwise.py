@@ -4,8 +4,9 @@ and PyTorch on MobileNetV1/V2.
     python tools/bench_depthwise.py [--threads 2] [--batch 128] [--steps 5] [--profile]
 
 Two levels, both at batch 128 and 32x32 with small_input=True:
-- the operator alone: forward + backward (input and weight grads) of every depthwise
-  layer of the network, our op vs F.conv2d(groups=C), summed over the layers;
+- the operators alone: forward + backward (input and weight grads) of every depthwise
+  layer of the network, our NCHW and NHWC ops vs F.conv2d(groups=C), summed over the layers, and of
+  every fused BatchNorm + activation on NCHW and on NHWC input;
 - a whole training step (Adam) of the network: "paddle" (paddle's kernels throughout), "custom"
   (our depthwise op, paddle's 1x1 conv2d), "custom+auto" (our op, and 1x1 convs on maps of <= 16
   pixels as one matmul), "custom+auto+bn" (also BatchNorm + activation as our fused op),
@@ -134,53 +135,113 @@ def _interleaved(variants, steps, warmup=2):
     return {k: np.array(v) for k, v in times.items()}
 
 
+def _layer_shapes(name, batch):
+    """The inputs of the network's depthwise convs [(NCHW shape, stride)] and of its fused BatchNorms
+    {(NCHW shape, activation): count}, from one forward at 32x32."""
+    import paddle
+
+    from paddle_mbnet import build_model
+    from paddle_mbnet.models.layers import ConvBNAct
+
+    depthwise, batchnorms = [], {}
+
+    def seen_batchnorm(layer, inputs, output):
+        key = (tuple(output.shape), layer._fused_act)
+        batchnorms[key] = batchnorms.get(key, 0) + 1
+
+    model = build_model(name, num_classes=10, small_input=True, depthwise="paddle", batchnorm="custom",
+                        layout="NCHW")
+    hooks = [m.register_forward_post_hook(lambda layer, inp, out: depthwise.append((inp[0].shape, layer._stride[0])))
+             for m in model.sublayers() if isinstance(m, paddle.nn.Conv2D) and m._groups > 1]
+    hooks += [m.register_forward_post_hook(seen_batchnorm) for m in model.sublayers() if isinstance(m, ConvBNAct)]
+    with paddle.no_grad():
+        model.eval()
+        model(paddle.zeros([batch, 3, 32, 32]))
+    for h in hooks:
+        h.remove()
+    return depthwise, batchnorms
+
+
+def _fwd_bwd(fn, *inputs):
+    """One forward + backward of ``fn(*inputs)`` with a gradient of ones, clearing the inputs' gradients."""
+    import paddle
+
+    def run():
+        out = fn(*inputs)
+        out.backward(paddle.ones_like(out))
+        for t in inputs:
+            if not t.stop_gradient:
+                t.clear_gradient()
+    return run
+
+
+def _nhwc(x):
+    """A channels-last copy of ``x`` as a leaf of its own (gradients stop there, as at ``x``)."""
+    leaf = x.transpose([0, 2, 3, 1]).contiguous().detach()
+    leaf.stop_gradient = x.stop_gradient
+    return leaf
+
+
 def _bench_layers(name, args):
-    """Forward + backward of every depthwise layer of ``name``: our operator vs paddle's grouped conv."""
+    """Forward + backward of every depthwise layer of ``name`` (our NCHW and NHWC operators vs paddle's grouped
+    conv) and of every fused BatchNorm + activation (our operator on NCHW vs NHWC input)."""
     import numpy as np
     import paddle
     import paddle.nn.functional as F
 
-    from paddle_mbnet import build_model
-    from paddle_mbnet.cpu.ops import depthwise_conv2d
+    from paddle_mbnet.cpu.ops import depthwise_conv2d, depthwise_conv2d_nhwc
 
-    shapes = []
-    model = build_model(name, num_classes=10, small_input=True, depthwise="paddle")
-    hooks = [m.register_forward_post_hook(lambda layer, inp, out: shapes.append((inp[0].shape, layer._stride[0])))
-             for m in model.sublayers() if isinstance(m, paddle.nn.Conv2D) and m._groups > 1]
-    with paddle.no_grad():
-        model.eval()
-        model(paddle.zeros([args.batch, 3, 32, 32]))
-    for h in hooks:
-        h.remove()
-
-    def fwd_bwd(conv, x, w, stride):
-        def run():
-            out = conv(x, w, stride)
-            out.backward(paddle.ones_like(out))
-            x.clear_gradient()
-            w.clear_gradient()
-        return run
-
-    def ours(x, w, s):
-        return depthwise_conv2d(x, w, stride=s, padding=1)
-
-    def theirs(x, w, s):
-        return F.conv2d(x, w, stride=s, padding=1, groups=x.shape[1])
-
-    total = {"custom": 0.0, "paddle": 0.0}
+    depthwise, batchnorms = _layer_shapes(name, args.batch)
+    total = {"custom": 0.0, "nhwc": 0.0, "paddle": 0.0}
     print(f"{name}: depthwise layers alone, forward + backward, batch {args.batch}")
-    for shape, stride in shapes:
+    for shape, stride in depthwise:
         x = paddle.randn(shape)
         w = paddle.randn([shape[1], 1, 3, 3])
         x.stop_gradient = w.stop_gradient = False
-        t = _interleaved({"custom": fwd_bwd(ours, x, w, stride), "paddle": fwd_bwd(theirs, x, w, stride)}, args.steps)
+        t = _interleaved({"custom": _fwd_bwd(lambda a, b: depthwise_conv2d(a, b, stride, 1), x, w),
+                          "nhwc": _fwd_bwd(lambda a, b: depthwise_conv2d_nhwc(a, b, stride, 1), _nhwc(x), w),
+                          "paddle": _fwd_bwd(lambda a, b: F.conv2d(a, b, stride=stride, padding=1, groups=shape[1]),
+                                             x, w)}, args.steps)
         med = {k: float(np.median(v)) for k, v in t.items()}
         for k in total:
             total[k] += med[k]
         print(f"  C={shape[1]:5d} {shape[2]:3d}x{shape[3]:<3d} s{stride}  custom {1000 * med['custom']:8.2f} ms  "
-              f"paddle {1000 * med['paddle']:8.2f} ms  {med['paddle'] / med['custom']:5.1f}x")
-    print(f"{name:13s} all depthwise layers: custom {1000 * total['custom']:.1f} ms, paddle "
-          f"{1000 * total['paddle']:.1f} ms per step -> {total['paddle'] / total['custom']:.1f}x")
+              f"nhwc {1000 * med['nhwc']:8.2f} ms  paddle {1000 * med['paddle']:8.2f} ms  "
+              f"{med['paddle'] / med['custom']:5.1f}x")
+    print(f"{name:13s} all depthwise layers: custom {1000 * total['custom']:.1f} ms, nhwc {1000 * total['nhwc']:.1f} "
+          f"ms, paddle {1000 * total['paddle']:.1f} ms per step -> {total['paddle'] / total['custom']:.1f}x")
+    _bench_batchnorm_layers(name, batchnorms, args)
+
+
+def _bench_batchnorm_layers(name, batchnorms, args):
+    """Our fused BatchNorm + activation in training, forward + backward, on NCHW and on NHWC input, once per
+    distinct (shape, activation); the totals weigh each by how often the network has it."""
+    import numpy as np
+    import paddle
+
+    from paddle_mbnet.cpu.ops import batchnorm_act
+
+    total = {"NCHW": 0.0, "NHWC": 0.0}
+    print(f"{name}: fused BatchNorm + activation alone, training, forward + backward, batch {args.batch}")
+    for (shape, act), count in batchnorms.items():
+        x = paddle.randn(list(shape))
+        x.stop_gradient = False
+        gamma, beta = paddle.ones([shape[1]]), paddle.zeros([shape[1]])
+        gamma.stop_gradient = beta.stop_gradient = False
+        mean, var = paddle.zeros([shape[1]]), paddle.ones([shape[1]])
+
+        def layer(channels_last):
+            return lambda a, g, b: batchnorm_act(a, g, b, mean, var, 1e-5, True, act, channels_last)[0]
+
+        t = _interleaved({"NCHW": _fwd_bwd(layer(False), x, gamma, beta),
+                          "NHWC": _fwd_bwd(layer(True), _nhwc(x), gamma, beta)}, args.steps)
+        med = {k: float(np.median(v)) for k, v in t.items()}
+        for k in total:
+            total[k] += count * med[k]
+        print(f"  C={shape[1]:5d} {shape[2]:3d}x{shape[3]:<3d} {str(act):5s} x{count:<2d}  NCHW "
+              f"{1000 * med['NCHW']:7.2f} ms  NHWC {1000 * med['NHWC']:7.2f} ms  {med['NHWC'] / med['NCHW']:5.2f}x")
+    print(f"{name:13s} all fused BatchNorms: NCHW {1000 * total['NCHW']:.1f} ms, NHWC {1000 * total['NHWC']:.1f} ms "
+          f"per step -> NHWC/NCHW {total['NHWC'] / total['NCHW']:.2f}x")
 
 
 def _profile_step(name, args, steps=3):
