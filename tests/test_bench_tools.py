@@ -12,13 +12,18 @@ def test_bench_depthwise_prints_layer_and_step_ratios():
     out = run_tool("bench_depthwise.py", "--threads", "1", "--batch", "2", "--steps", "1",
                    "--models", "mobilenet_v1", "--profile").stdout
     assert "OMP_NUM_THREADS=1" in out
-    assert len(re.findall(r"C=\s+\d+ .* custom .* ms .* paddle .* ms .*x", out)) == 13  # V1's 13 depthwise layers
+    assert len(re.findall(r"C=\s+\d+ .* custom .* ms +nhwc .* ms +paddle .* ms .*x", out)) == 13  # V1's 13 layers
     assert re.search(r"all depthwise layers: custom [\d.]+ ms, nhwc [\d.]+ ms, paddle [\d.]+ ms per step -> [\d.]+x",
                      out)
     assert re.search(r"all fused BatchNorms: NCHW [\d.]+ ms, NHWC [\d.]+ ms per step -> NHWC/NCHW [\d.]+x", out)
     # V1's 27 fused BatchNorms (stem, 13 depthwise, 13 pointwise) as distinct shapes, each with its count
-    counts = [int(n) for n in re.findall(r"C=\s+\d+ +\d+x\d+ +\w+ +x(\d+) +NCHW", out)]
-    assert sum(counts) == 27
+    rows = re.findall(r"C=\s+\d+ +\d+x\d+ +\w+ +x(\d+) +NCHW +([\d.]+) ms +NHWC +([\d.]+) ms", out)
+    assert sum(int(count) for count, _, _ in rows) == 27
+    # the totals weigh each distinct shape by its count
+    totals = re.search(r"all fused BatchNorms: NCHW ([\d.]+) ms, NHWC ([\d.]+) ms", out).groups()
+    rounding = 0.05 + sum(int(count) for count, _, _ in rows) * 0.005  # totals to 0.1 ms, rows to 0.01 ms
+    for column, total in enumerate(totals, start=1):
+        assert float(total) == pytest.approx(sum(int(row[0]) * float(row[column]) for row in rows), abs=rounding)
     assert re.search(r"mobilenet_v1 +custom [\d.]+x and custom\+auto [\d.]+x and custom\+auto\+bn [\d.]+x and "
                      r"custom\+bn\+nhwc [\d.]+x paddle", out)
     assert re.search(r"sgemm: paddle.matmul 2048x2048 float32 at [\d.]+ GFLOP/s", out)

@@ -137,7 +137,8 @@ def _interleaved(variants, steps, warmup=2):
 
 def _layer_shapes(name, batch):
     """The inputs of the network's depthwise convs [(NCHW shape, stride)] and of its fused BatchNorms
-    {(NCHW shape, activation): count}, from one forward at 32x32."""
+    {(NCHW shape, activation): count}, from one forward at 32x32. A BatchNorm's input has the shape of its
+    ConvBNAct's output; the model is built with batchnorm="custom" so that each block knows its fused activation."""
     import paddle
 
     from paddle_mbnet import build_model
@@ -184,7 +185,8 @@ def _nhwc(x):
 
 def _bench_layers(name, args):
     """Forward + backward of every depthwise layer of ``name`` (our NCHW and NHWC operators vs paddle's grouped
-    conv) and of every fused BatchNorm + activation (our operator on NCHW vs NHWC input)."""
+    conv; the ratio printed is paddle's time over our NCHW op's, a speed-up) and of every fused BatchNorm +
+    activation (our operator on NCHW vs NHWC input; the ratio is NHWC's time over NCHW's, above 1 a slow-down)."""
     import numpy as np
     import paddle
     import paddle.nn.functional as F
