@@ -36,6 +36,7 @@ def _nchw(t):
     (2, 20, 9, 8, 5, 1, 2),  # another kernel size: the runtime-size code
     (2, 16, 9, 8, 3, 1, 0),  # no padding
     (2, 8, 9, 8, 3, 2, 2),  # more padding than the usual
+    (2, 16, 7, 7, 3, 3, 1),  # stride 3
 ])
 def test_depthwise_nhwc_matches_paddles_conv(n, c, h, w, k, stride, pad):
     """Forward, input and weight gradients against F.conv2d(groups=C) in float64."""
@@ -55,7 +56,8 @@ def test_depthwise_nhwc_matches_paddles_conv(n, c, h, w, k, stride, pad):
 
 @pytest.mark.parametrize("act", [None, "relu", "relu6"])
 @pytest.mark.parametrize("training", [True, False])
-@pytest.mark.parametrize("n,c,h", [(3, 40, 5), (2, 144, 4), (2, 7, 3), (1, 96, 2)])
+# (8, 16, 16): 2048 rows, four chunks of rows split over the threads, whose sums are added up
+@pytest.mark.parametrize("n,c,h", [(3, 40, 5), (2, 144, 4), (2, 7, 3), (1, 96, 2), (8, 16, 16)])
 def test_batchnorm_act_nhwc_matches_paddle(act, training, n, c, h):
     """BatchNorm + activation on NHWC input against F.batch_norm (+ the activation) in float64: output, the
     statistics it normalised with, and the gradients of input, scale and shift."""
@@ -151,16 +153,10 @@ def test_global_statistics_take_the_nchw_layers():
     assert model(x).shape == [2, 10]
 
 
-def test_depthwise_nhwc_stride_three_and_too_small_inputs():
-    test_depthwise_nhwc_matches_paddles_conv(2, 16, 7, 7, 3, 3, 1)
+def test_inputs_smaller_than_the_kernel_are_refused():
     for op, shape in ((ops.depthwise_conv2d_nhwc, [1, 2, 2, 16]), (ops.depthwise_conv2d, [1, 16, 2, 2])):
         with pytest.raises(Exception, match="input is smaller than the kernel"):
             op(paddle.randn(shape), paddle.randn([16, 1, 3, 3]), 2, 0)
-
-
-def test_batchnorm_nhwc_sums_over_several_chunks_and_threads():
-    """2048 rows of 16 channels: four chunks of rows, split over the threads, whose sums are added up."""
-    test_batchnorm_act_nhwc_matches_paddle("relu", True, 8, 16, 16)
 
 
 def test_nhwc_with_paddles_1x1_conv_is_refused_and_full_conv_says_nchw():

@@ -380,7 +380,8 @@ struct ChannelAffine {
 // The channels-last forward: the same two passes as forward_channels, over rows instead of channel blocks.
 template <int ACT>
 void forward_rows(const float* xp, const float* gp, const float* bp, const float* rm, const float* rv, float* yp,
-                  float* mp, float* vp, int64_t rows, int64_t C, float epsilon, bool training) {
+                  float* mp, float* vp, const Shape& s, float epsilon, bool training) {
+  const int64_t rows = s.N, C = s.C;  // channels-last: N * H * W rows of C
   if (training) {
     std::vector<double> sum(C), sumsq(C);
     channel_sums(rows, C, [xp, C](int64_t r, int64_t c, double* a, double* b) {
@@ -413,8 +414,9 @@ void forward_rows(const float* xp, const float* gp, const float* bp, const float
 // The channels-last backward: the same formula as backward_channels, its two passes over rows.
 template <int ACT>
 void backward_rows(const float* xp, const float* dyp, const float* gp, const float* bp, const float* mp,
-                   const float* vp, float* dxp, float* dgp, float* dbp, int64_t rows, int64_t C, float epsilon,
+                   const float* vp, float* dxp, float* dgp, float* dbp, const Shape& s, float epsilon,
                    bool training) {
+  const int64_t rows = s.N, C = s.C;  // channels-last: N * H * W rows of C
   const ChannelAffine af(mp, vp, gp, bp, C, epsilon);
   const float* mu = af.mean.data();
   const float* sc = af.scale.data();
@@ -463,15 +465,10 @@ std::vector<paddle::Tensor> BatchNormActForward(const paddle::Tensor& x_in, cons
   auto y = paddle::empty(x.shape(), paddle::DataType::FLOAT32, paddle::CPUPlace());
   auto mean = paddle::empty({s.C}, paddle::DataType::FLOAT32, paddle::CPUPlace());
   auto var = paddle::empty({s.C}, paddle::DataType::FLOAT32, paddle::CPUPlace());
-  auto run = act == kRelu ? forward_channels<kRelu> : act == kRelu6 ? forward_channels<kRelu6>
-                                                                    : forward_channels<kNone>;
-  if (channels_last) {
-    auto rows = act == kRelu ? forward_rows<kRelu> : act == kRelu6 ? forward_rows<kRelu6> : forward_rows<kNone>;
-    rows(x.data<float>(), gamma.data<float>(), beta.data<float>(), running_mean.data<float>(),
-         running_var.data<float>(), y.data<float>(), mean.data<float>(), var.data<float>(), s.N, s.C, epsilon,
-         training);
-    return {y, mean, var};
-  }
+  auto run = channels_last ? (act == kRelu ? forward_rows<kRelu> : act == kRelu6 ? forward_rows<kRelu6>
+                                                                                : forward_rows<kNone>)
+                           : (act == kRelu ? forward_channels<kRelu> : act == kRelu6 ? forward_channels<kRelu6>
+                                                                                     : forward_channels<kNone>);
   run(x.data<float>(), gamma.data<float>(), beta.data<float>(), running_mean.data<float>(),
       running_var.data<float>(), y.data<float>(), mean.data<float>(), var.data<float>(), s, epsilon, training);
   return {y, mean, var};
@@ -490,14 +487,10 @@ std::vector<paddle::Tensor> BatchNormActBackward(const paddle::Tensor& x_in, con
   auto dx = paddle::empty(x.shape(), paddle::DataType::FLOAT32, paddle::CPUPlace());
   auto dgamma = paddle::empty({s.C}, paddle::DataType::FLOAT32, paddle::CPUPlace());
   auto dbeta = paddle::empty({s.C}, paddle::DataType::FLOAT32, paddle::CPUPlace());
-  auto run = act == kRelu ? backward_channels<kRelu> : act == kRelu6 ? backward_channels<kRelu6>
-                                                                     : backward_channels<kNone>;
-  if (channels_last) {
-    auto rows = act == kRelu ? backward_rows<kRelu> : act == kRelu6 ? backward_rows<kRelu6> : backward_rows<kNone>;
-    rows(x.data<float>(), dy.data<float>(), gamma.data<float>(), beta.data<float>(), mean.data<float>(),
-         var.data<float>(), dx.data<float>(), dgamma.data<float>(), dbeta.data<float>(), s.N, s.C, epsilon, training);
-    return {dx, dgamma, dbeta};
-  }
+  auto run = channels_last ? (act == kRelu ? backward_rows<kRelu> : act == kRelu6 ? backward_rows<kRelu6>
+                                                                                 : backward_rows<kNone>)
+                           : (act == kRelu ? backward_channels<kRelu> : act == kRelu6 ? backward_channels<kRelu6>
+                                                                                      : backward_channels<kNone>);
   run(x.data<float>(), dy.data<float>(), gamma.data<float>(), beta.data<float>(), mean.data<float>(),
       var.data<float>(), dx.data<float>(), dgamma.data<float>(), dbeta.data<float>(), s, epsilon, training);
   return {dx, dgamma, dbeta};
