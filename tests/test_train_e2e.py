@@ -138,6 +138,14 @@ def test_eval_predict_export_tools(full_run, tmp_path):
     assert np.array(result["confusion"]).sum() == 24
     assert result["test_acc"] == pytest.approx(summary["test_acc_at_best"], abs=1e-6)  # eval.py reads best.pdckpt
 
+    last = os.path.join(out, "last.pdckpt")
+    proc = run_tool("eval.py", last, "--weights", "trained", "--tta")
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-2].startswith("test_acc_tta=") and "trained weights" in proc.stdout
+    trained = json.load(open(os.path.join(out, "eval_trained.json")))
+    assert trained["weights"] == "trained" and trained["epoch"] == 2 and 0 <= trained["test_acc_tta"] <= 1
+    assert trained["test_acc"] == pytest.approx(float(lines[-1].split("=")[1]), abs=1e-6)
+
     from PIL import Image
 
     img = tmp_path / "x.png"
@@ -293,3 +301,23 @@ def test_a_short_run_prints_no_warnings(archive, tmp_path):
     assert "done: best epoch" in output
     for noise in ("Warning", "WARNING", "warnings.warn", "ccache", "OMP_NUM_THREADS"):
         assert noise not in output, noise
+
+
+@pytest.mark.parametrize("weights, key", [("evaluated", "ema"), ("trained", "model")])
+def test_load_run_picks_the_weights_asked_for(full_run, weights, key):
+    out, _ = full_run
+    ckpt = paddle.load(os.path.join(out, "last.pdckpt"))
+    want = ckpt["ema"]["shadow"] if key == "ema" else ckpt["model"]
+    _, model, _ = trainer.load_run(os.path.join(out, "last.pdckpt"), weights=weights)
+    got = model.state_dict()
+    name = next(k for k in want if k.endswith("weight") and np.asarray(want[k]).ndim == 4)
+    assert np.array_equal(got[name].numpy(), np.asarray(want[name]))
+    other = ckpt["model"] if key == "ema" else ckpt["ema"]["shadow"]
+    assert not np.array_equal(np.asarray(other[name]), np.asarray(want[name]))  # the two sets really differ
+
+
+def test_unknown_weights_name_the_choices(full_run):
+    from paddle_mbnet.errors import ArgumentError
+
+    with pytest.raises(ArgumentError, match="evaluated, trained"):
+        trainer.load_run(full_run[0], weights="raw")

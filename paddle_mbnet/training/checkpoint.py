@@ -11,7 +11,7 @@ import shutil
 import numpy as np
 import paddle
 
-from ..errors import CheckpointError
+from ..errors import ArgumentError, CheckpointError
 
 CKPT_LAST, CKPT_BEST = "last.pdckpt", "best.pdckpt"
 
@@ -133,7 +133,13 @@ def load_checkpoint(path: str, prefer=(CKPT_LAST,), return_numpy: bool = False) 
     return ckpt
 
 
-def evaluated_weights(ckpt: dict) -> dict:
-    """The weights a run evaluated and selected: the moving average when it kept one, else the trained ones."""
+WEIGHTS = ("evaluated", "trained")  # which weights of a checkpoint to load: see evaluated_weights
+
+
+def evaluated_weights(ckpt: dict, weights: str = "evaluated") -> dict:
+    """The weights a run evaluated and selected: the moving average when it kept one, else the trained ones.
+    ``weights="trained"`` gives the optimizer's own weights instead, e.g. to measure what the average adds."""
+    if weights not in WEIGHTS:
+        raise ArgumentError(f"unknown weights {weights!r}; choose one of {', '.join(WEIGHTS)}")
     ema = ckpt.get("ema")
-    return ema["shadow"] if ema else ckpt["model"]
+    return ema["shadow"] if ema and weights == "evaluated" else ckpt["model"]

@@ -116,12 +116,13 @@ def model_from_config(cfg, pretrained=None):
     return build_model(arch["name"], pretrained=pretrained, **kwargs)
 
 
-def load_run(path: str, overrides=(), prefer=(CKPT_BEST, CKPT_LAST)):
-    """(config, model in eval mode, checkpoint) from a run directory (best, else last) or a checkpoint file."""
+def load_run(path: str, overrides=(), prefer=(CKPT_BEST, CKPT_LAST), weights="evaluated"):
+    """(config, model in eval mode, checkpoint) from a run directory (best, else last) or a checkpoint file;
+    ``weights`` as in ``checkpoint.evaluated_weights``."""
     ckpt = load_checkpoint(path, prefer)
     cfg = apply_overrides(ckpt["config"], overrides)
     model = model_from_config(cfg, pretrained=False)
-    model.set_state_dict(evaluated_weights(ckpt))
+    model.set_state_dict(evaluated_weights(ckpt, weights))
     model.eval()
     return cfg, model, ckpt
 
