@@ -5,7 +5,7 @@ import pytest
 from paddle_mbnet.training import trainer
 from paddle_mbnet.training.config import load_config
 from paddle_mbnet.errors import DataError
-from paddle_mbnet.training.data import build_datasets, eval_loader, write_tiny_cifar10
+from paddle_mbnet.training.data import _arrays, build_datasets, eval_loader, write_tiny_cifar10
 from helpers import ROOT
 
 
@@ -21,9 +21,9 @@ def _one_by_one(split, positions):
     return np.stack([np.asarray(image) for image, _ in pairs]), np.stack([label for _, label in pairs])
 
 
-@pytest.mark.parametrize("epoch", [0, 3])
-def test_batch_equals_the_per_image_transforms(cfg, epoch):
-    train, val, _ = build_datasets(cfg["DataLoader"], seed=5)
+@pytest.mark.parametrize("epoch, augment", [(0, {}), (3, {}), (3, {"crop_padding": 2, "flip": "alternate"})])
+def test_batch_equals_the_per_image_transforms(cfg, epoch, augment):
+    train, val, _ = build_datasets({**cfg["DataLoader"], **augment}, seed=5)
     train.set_epoch(epoch)
     positions = np.array([7, 0, 33, 47, 7])
     for split in (train, val):
@@ -106,3 +106,37 @@ def test_cutout_keeps_crops_and_flips_and_needs_augment(cfg):
     assert centres.shape == (10, 2) and centres.min() >= 0 and centres.max() < 32
     with pytest.raises(DataError, match="DataLoader.cutout=4 .*DataLoader.augment=true"):
         _with(cfg, augment=False, cutout=4)
+
+
+def test_alternate_flip_shows_each_image_both_ways_every_two_epochs(cfg):
+    alternate = _with(cfg, flip="alternate").augment
+    flips = []
+    for epoch in range(4):
+        alternate.epoch = epoch
+        flips.append(alternate.draws(np.arange(alternate.num_images))[1])
+    assert 0.25 < flips[0].mean() < 0.75  # a random half to start with
+    for earlier, later in zip(flips, flips[1:]):
+        np.testing.assert_array_equal(later, ~earlier)
+    random = _with(cfg).augment
+    random.epoch = 1
+    offsets, random_flips, _ = random.draws(np.arange(random.num_images))
+    alternate.epoch = 1
+    np.testing.assert_array_equal(alternate.draws(np.arange(alternate.num_images))[0], offsets)  # crops unchanged
+    assert not np.array_equal(random_flips, ~flips[0])  # random flips do not alternate
+
+
+@pytest.mark.parametrize("padding", [0, 2, 8])
+def test_crop_padding_bounds_the_shift(cfg, padding):
+    train = _with(cfg, crop_padding=padding)
+    offsets = train.augment.draws(np.arange(train.augment.num_images))[0]
+    assert offsets.min() == 0 and offsets.max() == 2 * padding
+    if padding == 0:  # no shift: each image is itself or its mirror
+        images, flips = _arrays(train.base)[0][:4], train.augment.draws(np.arange(4))[1]
+        crops = train.augment.batch(images, np.arange(4))
+        np.testing.assert_array_equal(crops, np.where(flips[:, None, None, None], images[..., ::-1], images))
+
+
+@pytest.mark.parametrize("key, value", [("crop_padding", 2), ("flip", "alternate")])
+def test_augmentation_keys_need_augment(cfg, key, value):
+    with pytest.raises(DataError, match=f"DataLoader.{key}={value} .*DataLoader.augment=true"):
+        _with(cfg, augment=False, **{key: value})

@@ -64,7 +64,9 @@ SCHEMA: dict[str, dict] = {
         "train_size": 0,  # train on this many of the remaining images (a budget for quick runs); 0 = all
         "test_size": 0,  # evaluate this many test images (fixed by the seed); 0 = all 10000
         "normalize": "cifar",  # cifar | imagenet
-        "augment": True,  # random crop (4 px padding) + horizontal flip
+        "augment": True,  # random crop of the padded image + horizontal flip
+        "crop_padding": 4,  # with augment: pixels of zero padding around the image before the crop (at 32 px)
+        "flip": "random",  # with augment: random | alternate (each image mirrored in every other epoch)
         "cutout": 0,  # side of a square blanked at a random place in each training image (at 32 px); 0 = off
     },
 }
@@ -78,6 +80,7 @@ CHOICES = {
     ("Optimizer", "name"): ("Adam", "AdamW", "Momentum"),
     ("Optimizer", "schedule"): ("constant", "cosine", "linear", "step"),
     ("DataLoader", "normalize"): ("cifar", "imagenet"),
+    ("DataLoader", "flip"): ("random", "alternate"),
 }
 
 
@@ -94,6 +97,7 @@ RANGES = {
     ("DataLoader", "num_workers"): (0, None, True), ("DataLoader", "image_size"): (1, None, True),
     ("DataLoader", "val_size"): (0, None, True), ("DataLoader", "train_size"): (0, None, True),
     ("DataLoader", "test_size"): (0, None, True), ("DataLoader", "cutout"): (0, 32, True),
+    ("DataLoader", "crop_padding"): (0, 16, True),
 }
 
 
@@ -154,7 +158,12 @@ HELP = {
     "DataLoader.train_size": "train on this many of the remaining images; 0 = all",
     "DataLoader.test_size": "test images evaluated (a seeded subset); 0 = all 10000",
     "DataLoader.normalize": "`cifar` or `imagenet` mean/std",
-    "DataLoader.augment": "random crop with 4-px padding + horizontal flip",
+    "DataLoader.augment": "random crop of the zero-padded image + horizontal flip (the training augmentation)",
+    "DataLoader.crop_padding": "with `augment`: zero padding around each training image before the random crop, "
+                               "in pixels at 32 px (scaled with `image_size`); 0 = no crop, flips only",
+    "DataLoader.flip": "with `augment`: `random` mirrors each image with probability 1/2 in every epoch; "
+                       "`alternate` mirrors a random half in the first epoch, then flips each image's side every "
+                       "epoch, so every two epochs show each image both ways (airbench)",
     "DataLoader.cutout": "with `augment`: blank a square of this side (in pixels at 32 px, scaled with "
                          "`image_size`) centred anywhere in each training image, filled with the mean colour "
                          "(DeVries & Taylor's Cutout); 0 = off",

@@ -34,7 +34,7 @@ def build_transform(image_size: int, normalize: str):
 
 
 class SeededAugment:
-    """Random crop of the zero-padded image and a random horizontal flip (CIFAR's standard augmentation), and
+    """Random crop of the zero-padded image and a horizontal flip (CIFAR's standard augmentation), and
     optionally a Cutout square, drawn per epoch from a generator keyed by (seed, epoch) for every image at once,
     and looked up by image index.
 
@@ -45,8 +45,10 @@ class SeededAugment:
     the middle of an epoch, with or without worker processes, sees exactly the images an uninterrupted run sees.
     """
 
-    def __init__(self, image_size: int, seed: int, num_images: int, cutout: int = 0, fill=(0, 0, 0)):
-        self.pad, self.seed, self.num_images = 4 * image_size // 32, seed, num_images
+    def __init__(self, image_size: int, seed: int, num_images: int, cutout: int = 0, fill=(0, 0, 0),
+                 crop_padding: int = 4, flip: str = "random"):
+        self.pad, self.seed, self.num_images = crop_padding * image_size // 32, seed, num_images
+        self.alternate_flips = {"random": False, "alternate": True}[flip]
         self.image_size, self.cutout = image_size, max(1, cutout * image_size // 32) if cutout else 0
         self.fill = np.asarray(fill, dtype=np.uint8)  # the cutout's colour, per channel
         self.epoch, self._drawn = 0, None
@@ -58,6 +60,10 @@ class SeededAugment:
             rng = np.random.default_rng((self.seed, self.epoch))
             offsets = rng.integers(0, 2 * self.pad + 1, size=(self.num_images, 2))
             flips = rng.random(self.num_images) < 0.5
+            if self.alternate_flips:  # epoch 0's draws, mirrored in odd epochs: each image both ways every two
+                first = np.random.default_rng((self.seed, 0))
+                first.integers(0, 2 * self.pad + 1, size=(self.num_images, 2))
+                flips = (first.random(self.num_images) < 0.5) ^ bool(self.epoch % 2)
             # drawn last, so crops and flips stay what they are without cutout
             centres = rng.integers(0, self.image_size, size=(self.num_images, 2)) if self.cutout else None
             self._drawn = (self.epoch, offsets, flips, centres)
@@ -253,6 +259,10 @@ def build_datasets(dl_cfg: dict, seed: int):
     size, norm, aug = dl_cfg["image_size"], dl_cfg["normalize"], dl_cfg["augment"]
     if size < 1:
         raise DataError(f"DataLoader.image_size must be >= 1, got {size}")
+    for key, default in (("crop_padding", 4), ("flip", "random")):
+        if dl_cfg[key] != default and not aug:
+            raise DataError(f"DataLoader.{key}={dl_cfg[key]} is part of the training augmentation, which "
+                            f"DataLoader.augment=false turns off; set DataLoader.augment=true or drop the {key}")
     if dl_cfg["cutout"] and not aug:
         raise DataError(f"DataLoader.cutout={dl_cfg['cutout']} is part of the training augmentation, which "
                         "DataLoader.augment=false turns off; set DataLoader.augment=true or DataLoader.cutout=0")
@@ -273,7 +283,8 @@ def build_datasets(dl_cfg: dict, seed: int):
     test_idx = rng.permutation(len(test_base))[:test_size] if test_size else np.arange(len(test_base))
     # the cutout colour is the normalisation mean, so a blanked square is zero in the network's input
     fill = np.round(np.asarray(MEAN_STD[norm][0]) * 255).astype(np.uint8)
-    augment = SeededAugment(size, seed, n, dl_cfg["cutout"], fill) if aug else None
+    augment = SeededAugment(size, seed, n, dl_cfg["cutout"], fill, dl_cfg["crop_padding"], dl_cfg["flip"]) if aug \
+        else None
     train = CifarSplit(train_base, np.sort(train_idx), size, norm, augment)
     val = CifarSplit(train_base, np.sort(order[:val_size]), size, norm) if val_size else None
     test = CifarSplit(test_base, np.sort(test_idx), size, norm)
