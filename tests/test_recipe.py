@@ -68,6 +68,25 @@ def test_no_decay_on_batchnorm_and_biases(name, no_decay):
         assert moved == (not (no_decay and one_d)), (n, moved)
 
 
+@pytest.mark.parametrize("name", ["Adam", "AdamW"])
+def test_adam_betas_and_epsilon_reach_the_optimizer(name):
+    """Two steps on one weight against Adam's definition, with betas and epsilon far from the defaults (the first
+    step alone would not tell: bias correction makes it independent of the betas)."""
+    beta1, beta2, eps, lr = 0.5, 0.8, 0.3, 0.1
+    cfg = load_config(None, [f"Optimizer.name={name}", "Optimizer.weight_decay=0", "Optimizer.schedule=constant",
+                             "Optimizer.warmup_epochs=0", f"Optimizer.lr={lr}", f"Optimizer.beta1={beta1}",
+                             f"Optimizer.beta2={beta2}", f"Optimizer.epsilon={eps}"])
+    weight = paddle.create_parameter([1], "float32", default_initializer=paddle.nn.initializer.Constant(1.0))
+    opt, _ = optim.build_optimizer(cfg, [weight], STEPS_PER_EPOCH)
+    want, m, v = 1.0, 0.0, 0.0
+    for step, grad in enumerate([1.0, -2.0], start=1):
+        weight.grad = paddle.full([1], grad)  # noqa: the optimizer reads .grad
+        opt.step()
+        m, v = beta1 * m + (1 - beta1) * grad, beta2 * v + (1 - beta2) * grad ** 2
+        want -= lr * (m / (1 - beta1 ** step)) / (np.sqrt(v / (1 - beta2 ** step)) + eps)
+    assert float(weight.numpy()[0]) == pytest.approx(want, rel=1e-5)
+
+
 def test_label_smoothing_matches_its_definition():
     logits = paddle.randn([6, 10])
     labels = paddle.to_tensor([[0], [3], [9], [1], [1], [5]], dtype="int64")

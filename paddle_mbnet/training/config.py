@@ -48,6 +48,9 @@ SCHEMA: dict[str, dict] = {
         "lr": 0.001,
         "weight_decay": 0.0001,
         "momentum": 0.9,  # Momentum only
+        "beta1": 0.9,  # Adam and AdamW: decay of the gradient average
+        "beta2": 0.999,  # Adam and AdamW: decay of the squared-gradient average
+        "epsilon": 1e-8,  # Adam and AdamW: added to the root of the squared-gradient average
         "schedule": "cosine",  # constant | cosine | linear | step
         "warmup_epochs": 1.0,
         "step_size": 30,  # epochs between decays, schedule=step
@@ -91,7 +94,9 @@ RANGES = {
     ("Global", "log_interval"): (1, None, True), ("Global", "ema_decay"): (0.0, 1.0, True),
     ("Arch", "num_classes"): (1, None, True), ("Arch", "scale"): (0.0, None, False),
     ("Optimizer", "lr"): (0.0, None, False), ("Optimizer", "weight_decay"): (0.0, None, True),
-    ("Optimizer", "momentum"): (0.0, 1.0, True), ("Optimizer", "warmup_epochs"): (0.0, None, True),
+    ("Optimizer", "momentum"): (0.0, 1.0, True),
+    ("Optimizer", "beta1"): (0.0, 1.0, True), ("Optimizer", "beta2"): (0.0, 1.0, True),
+    ("Optimizer", "epsilon"): (0.0, None, False), ("Optimizer", "warmup_epochs"): (0.0, None, True),
     ("Optimizer", "step_size"): (1, None, True), ("Optimizer", "gamma"): (0.0, None, False),
     ("Optimizer", "label_smoothing"): (0.0, 1.0, True), ("DataLoader", "batch_size"): (1, None, True),
     ("DataLoader", "num_workers"): (0, None, True), ("DataLoader", "image_size"): (1, None, True),
@@ -141,6 +146,10 @@ HELP = {
     "Optimizer.lr": "peak learning rate",
     "Optimizer.weight_decay": "L2 decay (Adam, Momentum) or decoupled decay (AdamW)",
     "Optimizer.momentum": "momentum (Momentum only)",
+    "Optimizer.beta1": "Adam's decay of its gradient average (Adam, AdamW)",
+    "Optimizer.beta2": "Adam's decay of its squared-gradient average (Adam, AdamW); 0.99 adapts faster in short "
+                       "schedules",
+    "Optimizer.epsilon": "Adam's term added to the root of the squared-gradient average (Adam, AdamW)",
     "Optimizer.schedule": "`constant`, `cosine` or `linear` (both reach 0 at the last step) or `step`, after the "
                           "warm-up",
     "Optimizer.warmup_epochs": "epochs (fractions allowed) of linear warm-up from `lr`/100 to `lr`; capped at a "

@@ -61,10 +61,11 @@ def build_optimizer(cfg, parameters, steps_per_epoch: int, notify=True):
     sched = build_scheduler(cfg, steps_per_epoch, notify)
     decay = opt_cfg["weight_decay"]
     groups = parameter_groups(parameters, decay, opt_cfg["no_decay_bn_bias"])
+    betas = {"beta1": opt_cfg["beta1"], "beta2": opt_cfg["beta2"], "epsilon": opt_cfg["epsilon"]}
     if opt_cfg["name"] == "AdamW":  # decoupled: each step shrinks weights by lr * weight_decay
-        opt = paddle.optimizer.AdamW(sched, parameters=groups, weight_decay=decay)
+        opt = paddle.optimizer.AdamW(sched, parameters=groups, weight_decay=decay, **betas)
     elif opt_cfg["name"] == "Adam":  # L2: weight_decay * w is added to the gradient
-        opt = paddle.optimizer.Adam(sched, parameters=groups, weight_decay=decay or None)
+        opt = paddle.optimizer.Adam(sched, parameters=groups, weight_decay=decay or None, **betas)
     else:
         opt = paddle.optimizer.Momentum(sched, momentum=opt_cfg["momentum"], parameters=groups,
                                         weight_decay=decay or None)
