@@ -18,6 +18,7 @@ from paddle.vision import transforms as T
 from paddle.vision.datasets import Cifar10
 
 from ..errors import DataError
+from .config import SCHEMA
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MEAN_STD = {
@@ -60,8 +61,8 @@ class SeededAugment:
             rng = np.random.default_rng((self.seed, self.epoch))
             offsets = rng.integers(0, 2 * self.pad + 1, size=(self.num_images, 2))
             flips = rng.random(self.num_images) < 0.5
-            if self.alternate_flips:  # epoch 0's draws, mirrored in odd epochs: each image both ways every two
-                first = np.random.default_rng((self.seed, 0))
+            if self.alternate_flips:  # epoch 0's flips, mirrored in odd epochs: each image both ways every two
+                first = np.random.default_rng((self.seed, 0))  # replays epoch 0's draws, offsets first as above
                 first.integers(0, 2 * self.pad + 1, size=(self.num_images, 2))
                 flips = (first.random(self.num_images) < 0.5) ^ bool(self.epoch % 2)
             # drawn last, so crops and flips stay what they are without cutout
@@ -259,13 +260,12 @@ def build_datasets(dl_cfg: dict, seed: int):
     size, norm, aug = dl_cfg["image_size"], dl_cfg["normalize"], dl_cfg["augment"]
     if size < 1:
         raise DataError(f"DataLoader.image_size must be >= 1, got {size}")
-    for key, default in (("crop_padding", 4), ("flip", "random")):
+    for key in ("crop_padding", "flip", "cutout"):
+        default = SCHEMA["DataLoader"][key]
         if dl_cfg[key] != default and not aug:
             raise DataError(f"DataLoader.{key}={dl_cfg[key]} is part of the training augmentation, which "
-                            f"DataLoader.augment=false turns off; set DataLoader.augment=true or drop the {key}")
-    if dl_cfg["cutout"] and not aug:
-        raise DataError(f"DataLoader.cutout={dl_cfg['cutout']} is part of the training augmentation, which "
-                        "DataLoader.augment=false turns off; set DataLoader.augment=true or DataLoader.cutout=0")
+                            f"DataLoader.augment=false turns off; set DataLoader.augment=true or "
+                            f"DataLoader.{key}={default}")
     train_base = load_cifar10(dl_cfg["data_file"], "train")
     test_base = load_cifar10(dl_cfg["data_file"], "test")
     n, val_size = len(train_base), dl_cfg["val_size"]
