@@ -41,6 +41,17 @@ def test_bad_overrides(override, match):
         load_config(None, [override])
 
 
+def test_yaml_exponents_without_a_dot_are_numbers(tmp_path):
+    """PyYAML reads ``1e-8`` as a string; a float key takes it as the number it spells, other text stays an error."""
+    path = tmp_path / "exp.yaml"
+    path.write_text("Optimizer:\n  epsilon: 1e-8\n  lr: 3E-3\n")
+    cfg = load_config(str(path))
+    assert cfg["Optimizer"]["epsilon"] == 1e-8 and cfg["Optimizer"]["lr"] == 3e-3
+    path.write_text("Optimizer:\n  lr: fast\n")
+    with pytest.raises(ConfigError, match="Optimizer.lr must be a float"):
+        load_config(str(path))
+
+
 def test_bad_yaml_key(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text("Global:\n  epochs: 3\n  learning_rate: 0.1\n")

@@ -1,4 +1,7 @@
 """The data path: whole batches equal the image-by-image transforms, keyed augmentation, resumable batch order."""
+import importlib.util
+import os
+
 import numpy as np
 import pytest
 
@@ -123,13 +126,31 @@ def test_alternate_flip_shows_each_image_both_ways_every_two_epochs(cfg):
     alternate.epoch = 1
     np.testing.assert_array_equal(alternate.draws(np.arange(alternate.num_images))[0], offsets)  # crops unchanged
     assert not np.array_equal(random_flips, ~flips[0])  # random flips do not alternate
+    with_cutout = [_with(cfg, flip=flip, cutout=8).augment for flip in ("random", "alternate")]
+    centres = [augment.draws(np.arange(augment.num_images))[2] for augment in with_cutout]
+    np.testing.assert_array_equal(centres[0], centres[1])  # cutout squares do not move with the flip mode
 
 
-@pytest.mark.parametrize("padding", [0, 2, 8])
-def test_crop_padding_bounds_the_shift(cfg, padding):
+def test_quantize_calibration_sees_unaugmented_images(cfg, monkeypatch):
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "tools"))  # the tool imports its _bootstrap beside it
+    spec = importlib.util.spec_from_file_location("quantize_tool", os.path.join(ROOT, "tools", "quantize.py"))
+    quantize = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quantize)
+    augmented = {**cfg, "DataLoader": {**cfg["DataLoader"], "flip": "alternate", "crop_padding": 2, "cutout": 8}}
+    batches, _ = quantize._data(augmented, calib=8, test_size=4)
+    plain, _, _ = build_datasets({**cfg["DataLoader"], "augment": False}, cfg["Global"]["seed"])
+    chosen = np.random.RandomState(cfg["Global"]["seed"]).permutation(len(plain))[:8]
+    np.testing.assert_array_equal(batches[0], plain.batch(chosen)[0])
+
+
+@pytest.mark.parametrize("padding, image_size, scaled", [(0, 32, 0), (2, 32, 2), (8, 32, 8), (2, 64, 4), (1, 16, 1)])
+def test_crop_padding_bounds_the_shift(cfg, padding, image_size, scaled):
+    augment = _with(cfg, crop_padding=padding, image_size=image_size).augment
+    offsets = augment.draws(np.arange(augment.num_images))[0]
+    assert offsets.min() == 0 and offsets.max() == 2 * scaled  # scaled with the image, never rounded to 0
+    if image_size != 32:
+        return
     train = _with(cfg, crop_padding=padding)
-    offsets = train.augment.draws(np.arange(train.augment.num_images))[0]
-    assert offsets.min() == 0 and offsets.max() == 2 * padding
     if padding == 0:  # no shift: each image is itself or its mirror
         images, flips = _arrays(train.base)[0][:4], train.augment.draws(np.arange(4))[1]
         crops = train.augment.batch(images, np.arange(4))

@@ -145,6 +145,10 @@ def test_eval_predict_export_tools(full_run, tmp_path):
     trained = json.load(open(os.path.join(out, "eval_trained.json")))
     assert trained["weights"] == "trained" and trained["epoch"] == 2 and 0 <= trained["test_acc_tta"] <= 1
     assert trained["test_acc"] == pytest.approx(float(lines[-1].split("=")[1]), abs=1e-6)
+    run_tool("eval.py", last)  # the moving average of the same checkpoint
+    averaged = json.load(open(os.path.join(out, "eval.json")))
+    assert averaged["weights"] == "ema" and "test_acc_tta" not in averaged
+    assert averaged["test_loss"] != pytest.approx(trained["test_loss"], rel=1e-6)  # really other weights
 
     from PIL import Image
 

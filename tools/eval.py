@@ -1,9 +1,11 @@
 """Evaluate a trained run on the CIFAR-10 test set.
 
-    python tools/eval.py <run dir or checkpoint> [--weights evaluated|trained] [--tta] [-o DataLoader.data_file=...]
+    python tools/eval.py <run dir or checkpoint> [--weights evaluated|trained] [--tta]
+                         [-o DataLoader.data_file=...]
 
 Prints overall and per-class accuracy and the confusion matrix, writes them to
-eval.json (eval_trained.json with --weights trained) beside the checkpoint; the last line printed is ``test_acc=<float>``.
+eval.json (eval_trained.json with --weights trained) beside the checkpoint; the last
+line printed is ``test_acc=<float>``.
 --weights trained evaluates the optimizer's own weights instead of the moving average a
 run with Global.ema_decay evaluated (what the average adds); --tta also prints
 test_acc_tta, the accuracy of each image's logits averaged with its mirror image's.
@@ -14,6 +16,21 @@ import os
 import sys
 
 import _bootstrap
+
+
+def _per_class(result, num_classes, class_names):
+    """(class names, per-class accuracy, confusion matrix) of an evaluation, printed as a table."""
+    import numpy as np
+
+    confusion = np.zeros((num_classes, num_classes), dtype=int)
+    np.add.at(confusion, (result["true"], result["pred"]), 1)
+    per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
+    names = list(class_names) if num_classes == len(class_names) else [str(i) for i in range(num_classes)]
+    for name, acc in zip(names, per_class):
+        print(f"  {name:>10s}  {acc:.4f}")
+    print("confusion matrix (rows: true, columns: predicted):")
+    print("\n".join(" ".join(f"{v:5d}" for v in row) for row in confusion))
+    return names, per_class, confusion
 
 
 def main(argv=None):
@@ -43,26 +60,23 @@ def main(argv=None):
         sys.exit(f"error: {e}")
     test = CifarSplit(base, np.arange(len(base)), dl["image_size"], dl["normalize"])
     loader = eval_loader(test, dl["batch_size"], dl["num_workers"])
-    r = trainer.evaluate(model, loader, return_predictions=True, tta=args.tta)
-    k = cfg["Arch"]["num_classes"]
-    confusion = np.zeros((k, k), dtype=int)
-    np.add.at(confusion, (r["true"], r["pred"]), 1)
-    per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
-    names = list(CLASSES) if k == len(CLASSES) else [str(i) for i in range(k)]
-    print(f"checkpoint {ckpt['path']} (epoch {ckpt['epoch']}, {args.weights} weights), {len(test)} test images")
-    for name, acc in zip(names, per_class):
-        print(f"  {name:>10s}  {acc:.4f}")
-    print("confusion matrix (rows: true, columns: predicted):")
-    print("\n".join(" ".join(f"{v:5d}" for v in row) for row in confusion))
-    result = {"checkpoint": ckpt["path"], "epoch": ckpt["epoch"], "weights": args.weights,
-              "test_acc": r["acc"], "test_acc_tta": r.get("acc_tta"), "test_loss": r["loss"],
+    evaluation = trainer.evaluate(model, loader, return_predictions=True, tta=args.tta)
+    loaded = "ema" if ckpt.get("ema") and args.weights == "evaluated" else "trained"
+    if args.weights == "trained" and not ckpt.get("ema"):
+        print("note: this run kept no weight average (Global.ema_decay 0): it evaluated its trained weights too")
+    print(f"checkpoint {ckpt['path']} (epoch {ckpt['epoch']}, {loaded} weights), {len(test)} test images")
+    names, per_class, confusion = _per_class(evaluation, cfg["Arch"]["num_classes"], CLASSES)
+    result = {"checkpoint": ckpt["path"], "epoch": ckpt["epoch"], "weights": loaded,
+              "test_acc": evaluation["acc"], "test_loss": evaluation["loss"],
               "per_class_acc": dict(zip(names, per_class.tolist())), "confusion": confusion.tolist()}
-    name = "eval.json" if args.weights == "evaluated" else f"eval_{args.weights}.json"
-    with open(os.path.join(os.path.dirname(ckpt["path"]), name), "w") as f:
+    if args.tta:
+        result["test_acc_tta"] = evaluation["acc_tta"]
+    json_name = "eval.json" if args.weights == "evaluated" else f"eval_{args.weights}.json"
+    with open(os.path.join(os.path.dirname(ckpt["path"]), json_name), "w") as f:
         json.dump(result, f, indent=1)
     if args.tta:
-        print(f"test_acc_tta={r['acc_tta']:.6f}")
-    print(f"test_acc={r['acc']:.6f}")
+        print(f"test_acc_tta={evaluation['acc_tta']:.6f}")
+    print(f"test_acc={evaluation['acc']:.6f}")
 
 
 if __name__ == "__main__":

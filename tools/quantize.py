@@ -41,9 +41,11 @@ def _data(cfg, calib: int, test_size: int):
     import numpy as np
 
     from paddle_mbnet.errors import DataError
-    from paddle_mbnet.training.data import build_datasets
+    from paddle_mbnet.training.config import SCHEMA
+    from paddle_mbnet.training.data import AUGMENT_KEYS, build_datasets
 
-    dl = dict(cfg["DataLoader"], augment=False, train_size=0, test_size=test_size)
+    plain = {key: SCHEMA["DataLoader"][key] for key in AUGMENT_KEYS}  # calibration sees unaugmented images
+    dl = dict(cfg["DataLoader"], augment=False, train_size=0, test_size=test_size, **plain)
     train, _, test = build_datasets(dl, cfg["Global"]["seed"])
     if calib > len(train):
         raise DataError(f"--calib {calib} is more than the {len(train)} training images; lower it")

@@ -14,6 +14,7 @@ import paddle
 from ..errors import ArgumentError, CheckpointError
 
 CKPT_LAST, CKPT_BEST = "last.pdckpt", "best.pdckpt"
+WEIGHT_CHOICES = ("evaluated", "trained")  # which weights of a checkpoint to load: see checkpoint_weights
 
 
 def _tensor_record(tensor):
@@ -133,13 +134,10 @@ def load_checkpoint(path: str, prefer=(CKPT_LAST,), return_numpy: bool = False) 
     return ckpt
 
 
-WEIGHTS = ("evaluated", "trained")  # which weights of a checkpoint to load: see evaluated_weights
-
-
-def evaluated_weights(ckpt: dict, weights: str = "evaluated") -> dict:
-    """The weights a run evaluated and selected: the moving average when it kept one, else the trained ones.
-    ``weights="trained"`` gives the optimizer's own weights instead, e.g. to measure what the average adds."""
-    if weights not in WEIGHTS:
-        raise ArgumentError(f"unknown weights {weights!r}; choose one of {', '.join(WEIGHTS)}")
+def checkpoint_weights(ckpt: dict, which: str = "evaluated") -> dict:
+    """``evaluated``: the weights a run evaluated and selected, its moving average when it kept one, else the
+    trained ones; ``trained``: the optimizer's own weights, e.g. to measure what the average adds."""
+    if which not in WEIGHT_CHOICES:
+        raise ArgumentError(f"unknown weights {which!r}; choose one of {', '.join(WEIGHT_CHOICES)}")
     ema = ckpt.get("ema")
-    return ema["shadow"] if ema and weights == "evaluated" else ckpt["model"]
+    return ema["shadow"] if ema and which == "evaluated" else ckpt["model"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 
 import yaml
 
@@ -147,8 +148,7 @@ HELP = {
     "Optimizer.weight_decay": "L2 decay (Adam, Momentum) or decoupled decay (AdamW)",
     "Optimizer.momentum": "momentum (Momentum only)",
     "Optimizer.beta1": "Adam's decay of its gradient average (Adam, AdamW)",
-    "Optimizer.beta2": "Adam's decay of its squared-gradient average (Adam, AdamW); 0.99 adapts faster in short "
-                       "schedules",
+    "Optimizer.beta2": "Adam's decay of its squared-gradient average (Adam, AdamW)",
     "Optimizer.epsilon": "Adam's term added to the root of the squared-gradient average (Adam, AdamW)",
     "Optimizer.schedule": "`constant`, `cosine` or `linear` (both reach 0 at the last step) or `step`, after the "
                           "warm-up",
@@ -169,7 +169,8 @@ HELP = {
     "DataLoader.normalize": "`cifar` or `imagenet` mean/std",
     "DataLoader.augment": "random crop of the zero-padded image + horizontal flip (the training augmentation)",
     "DataLoader.crop_padding": "with `augment`: zero padding around each training image before the random crop, "
-                               "in pixels at 32 px (scaled with `image_size`); 0 = no crop, flips only",
+                               "in pixels at 32 px (scaled with `image_size`, at least 1); 0 = no shift "
+                               "(flips and cutout only)",
     "DataLoader.flip": "with `augment`: `random` mirrors each image with probability 1/2 in every epoch; "
                        "`alternate` mirrors a random half in the first epoch, then flips each image's side every "
                        "epoch, so every two epochs show each image both ways (airbench)",
@@ -198,6 +199,15 @@ def reference_table() -> str:
     return "\n".join(rows)
 
 
+def _yaml_exponent(text: str):
+    """``1e-8`` as a float: YAML 1.1 (PyYAML) reads an exponent without a dot as a string. Other text stays
+    text, for the type error below."""
+    try:
+        return float(text) if re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", text.strip()) else text
+    except ValueError:
+        return text
+
+
 def _check_value(section: str, key: str, value):
     if section not in SCHEMA:
         raise ConfigError(f"unknown config section {section!r}; valid sections: {', '.join(SCHEMA)}")
@@ -208,6 +218,8 @@ def _check_value(section: str, key: str, value):
     kind = type(default)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if kind is float and isinstance(value, str):
+        value = _yaml_exponent(value)
     if kind is str and value is None:
         value = ""
     if type(value) is not kind:

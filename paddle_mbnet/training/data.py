@@ -48,7 +48,8 @@ class SeededAugment:
 
     def __init__(self, image_size: int, seed: int, num_images: int, cutout: int = 0, fill=(0, 0, 0),
                  crop_padding: int = 4, flip: str = "random"):
-        self.pad, self.seed, self.num_images = crop_padding * image_size // 32, seed, num_images
+        self.pad = max(1, crop_padding * image_size // 32) if crop_padding else 0  # scaled as cutout below
+        self.seed, self.num_images = seed, num_images
         self.alternate_flips = {"random": False, "alternate": True}[flip]
         self.image_size, self.cutout = image_size, max(1, cutout * image_size // 32) if cutout else 0
         self.fill = np.asarray(fill, dtype=np.uint8)  # the cutout's colour, per channel
@@ -62,14 +63,18 @@ class SeededAugment:
             offsets = rng.integers(0, 2 * self.pad + 1, size=(self.num_images, 2))
             flips = rng.random(self.num_images) < 0.5
             if self.alternate_flips:  # epoch 0's flips, mirrored in odd epochs: each image both ways every two
-                first = np.random.default_rng((self.seed, 0))  # replays epoch 0's draws, offsets first as above
-                first.integers(0, 2 * self.pad + 1, size=(self.num_images, 2))
-                flips = (first.random(self.num_images) < 0.5) ^ bool(self.epoch % 2)
+                flips = self._epoch0_flips() ^ bool(self.epoch % 2)
             # drawn last, so crops and flips stay what they are without cutout
             centres = rng.integers(0, self.image_size, size=(self.num_images, 2)) if self.cutout else None
             self._drawn = (self.epoch, offsets, flips, centres)
         _, offsets, flips, centres = self._drawn
         return offsets[index], flips[index], None if centres is None else centres[index]
+
+    def _epoch0_flips(self) -> np.ndarray:
+        """The flips ``draws`` gives in epoch 0, replayed in its order of draws (offsets, then flips)."""
+        epoch0_rng = np.random.default_rng((self.seed, 0))
+        epoch0_rng.integers(0, 2 * self.pad + 1, size=(self.num_images, 2))
+        return epoch0_rng.random(self.num_images) < 0.5
 
     def _cutout_mask(self, centres: np.ndarray, height: int, width: int) -> np.ndarray:
         """[N, H, W] booleans: True inside each image's square (clipped at the borders, as in Cutout)."""
@@ -255,17 +260,26 @@ def eval_loader(split: CifarSplit, batch_size: int, num_workers: int) -> paddle.
     return paddle.io.DataLoader(Batches(split, batch_size=batch_size), batch_size=None, num_workers=num_workers)
 
 
+AUGMENT_KEYS = ("crop_padding", "flip", "cutout")  # parts of the training augmentation, DataLoader.augment
+
+
+def _check_augment_off(dl_cfg: dict) -> None:
+    """With ``augment`` off, a training-augmentation key set away from its default is a mistake worth a line."""
+    for key in AUGMENT_KEYS:
+        default = SCHEMA["DataLoader"][key]
+        if dl_cfg[key] != default:
+            raise DataError(f"DataLoader.{key}={dl_cfg[key]} is part of the training augmentation, which "
+                            f"DataLoader.augment=false turns off; set DataLoader.augment=true or "
+                            f"DataLoader.{key}={default}")
+
+
 def build_datasets(dl_cfg: dict, seed: int):
     """(train, val or None, test) datasets from the DataLoader config section."""
     size, norm, aug = dl_cfg["image_size"], dl_cfg["normalize"], dl_cfg["augment"]
     if size < 1:
         raise DataError(f"DataLoader.image_size must be >= 1, got {size}")
-    for key in ("crop_padding", "flip", "cutout"):
-        default = SCHEMA["DataLoader"][key]
-        if dl_cfg[key] != default and not aug:
-            raise DataError(f"DataLoader.{key}={dl_cfg[key]} is part of the training augmentation, which "
-                            f"DataLoader.augment=false turns off; set DataLoader.augment=true or "
-                            f"DataLoader.{key}={default}")
+    if not aug:
+        _check_augment_off(dl_cfg)
     train_base = load_cifar10(dl_cfg["data_file"], "train")
     test_base = load_cifar10(dl_cfg["data_file"], "test")
     n, val_size = len(train_base), dl_cfg["val_size"]

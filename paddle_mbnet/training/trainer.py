@@ -36,8 +36,8 @@ from . import rundir
 from .checkpoint import (
     CKPT_BEST,
     CKPT_LAST,
+    checkpoint_weights,
     copy_checkpoint,
-    evaluated_weights,
     load_checkpoint,
     rename_optimizer_state,
     save_checkpoint,
@@ -118,11 +118,11 @@ def model_from_config(cfg, pretrained=None):
 
 def load_run(path: str, overrides=(), prefer=(CKPT_BEST, CKPT_LAST), weights="evaluated"):
     """(config, model in eval mode, checkpoint) from a run directory (best, else last) or a checkpoint file;
-    ``weights`` as in ``checkpoint.evaluated_weights``."""
+    ``weights`` as ``which`` in ``checkpoint.checkpoint_weights``."""
     ckpt = load_checkpoint(path, prefer)
     cfg = apply_overrides(ckpt["config"], overrides)
     model = model_from_config(cfg, pretrained=False)
-    model.set_state_dict(evaluated_weights(ckpt, weights))
+    model.set_state_dict(checkpoint_weights(ckpt, weights))
     model.eval()
     return cfg, model, ckpt
 
@@ -453,7 +453,7 @@ def _select_weights(run, state) -> str:
         run["optimizer"] = run["ema"] = None  # freed before the checkpoint, which holds them again, is read
         for param in layer.parameters():
             param.clear_gradient(False)
-        layer.set_state_dict(evaluated_weights(load_checkpoint(best_path, return_numpy=True)))
+        layer.set_state_dict(checkpoint_weights(load_checkpoint(best_path, return_numpy=True)))
         return f"best (epoch {state.best_epoch})"
     # the best epoch is the last one trained (or none was selected): memory holds its weights, as saved
     if run["ema"] is not None:
