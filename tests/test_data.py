@@ -15,8 +15,10 @@ from helpers import ROOT
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory):
     archive = write_tiny_cifar10(str(tmp_path_factory.mktemp("data") / "cifar-10-python.tar.gz"), 60, 20)
+    # the schema's augmentation (4-px shift, random flips), whatever the shipped config picks: tests set their own
     return load_config(f"{ROOT}/configs/mbv1_cifar.yaml", [f"DataLoader.data_file={archive}", "DataLoader.val_size=12",
-                                                           "DataLoader.batch_size=8", "DataLoader.num_workers=0"])
+                                                           "DataLoader.batch_size=8", "DataLoader.num_workers=0",
+                                                           "DataLoader.crop_padding=4", "DataLoader.flip=random"])
 
 
 def _one_by_one(split, positions):
