@@ -150,13 +150,13 @@ def test_crop_padding_bounds_the_shift(cfg, padding, image_size, scaled):
     augment = _with(cfg, crop_padding=padding, image_size=image_size).augment
     offsets = augment.draws(np.arange(augment.num_images))[0]
     assert offsets.min() == 0 and offsets.max() == 2 * scaled  # scaled with the image, never rounded to 0
-    if image_size != 32:
-        return
-    train = _with(cfg, crop_padding=padding)
-    if padding == 0:  # no shift: each image is itself or its mirror
-        images, flips = _arrays(train.base)[0][:4], train.augment.draws(np.arange(4))[1]
-        crops = train.augment.batch(images, np.arange(4))
-        np.testing.assert_array_equal(crops, np.where(flips[:, None, None, None], images[..., ::-1], images))
+
+
+def test_no_crop_padding_leaves_each_image_or_its_mirror(cfg):
+    train = _with(cfg, crop_padding=0)
+    images, flips = _arrays(train.base)[0][:4], train.augment.draws(np.arange(4))[1]
+    crops = train.augment.batch(images, np.arange(4))
+    np.testing.assert_array_equal(crops, np.where(flips[:, None, None, None], images[..., ::-1], images))
 
 
 @pytest.mark.parametrize("key, value", [("crop_padding", 2), ("flip", "alternate")])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import os
-import re
 
 import yaml
 
@@ -199,11 +198,11 @@ def reference_table() -> str:
     return "\n".join(rows)
 
 
-def _yaml_exponent(text: str):
-    """``1e-8`` as a float: YAML 1.1 (PyYAML) reads an exponent without a dot as a string. Other text stays
-    text, for the type error below."""
+def _as_float(text: str):
+    """``1e-8`` as a float: YAML 1.1 (PyYAML) reads an exponent without a dot as a string, in files and overrides
+    alike. Other text stays text, for the type error that follows."""
     try:
-        return float(text) if re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", text.strip()) else text
+        return float(text)
     except ValueError:
         return text
 
@@ -219,7 +218,7 @@ def _check_value(section: str, key: str, value):
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if kind is float and isinstance(value, str):
-        value = _yaml_exponent(value)
+        value = _as_float(value)
     if kind is str and value is None:
         value = ""
     if type(value) is not kind:
@@ -267,11 +266,6 @@ def parse_override(text: str) -> tuple[str, str, object]:
     default = SCHEMA.get(section, {}).get(key)
     if isinstance(default, str) and not isinstance(value, str) and value is not None:
         value = raw  # a path or name that YAML would read as a number stays a string
-    if isinstance(default, float) and isinstance(value, str):
-        try:
-            value = float(value)  # YAML 1.1 reads "3e-4" (no dot) as a string
-        except ValueError:
-            pass
     return section, key, value
 
 
