@@ -26,7 +26,10 @@ GROUPS = {
                  "Optimizer.momentum=0.8", "Optimizer.schedule=step", "Optimizer.step_size=1", "Optimizer.gamma=0.5",
                  "Optimizer.weight_decay=0.0", "DataLoader.image_size=40", "DataLoader.normalize=imagenet",
                  "DataLoader.augment=false", "DataLoader.val_size=0", "DataLoader.train_size=32",
-                 "DataLoader.test_size=8", "DataLoader.num_workers=1", "Global.max_steps=3"],
+                 "DataLoader.test_size=8", "DataLoader.num_workers=1", "Global.max_steps=3",
+                 # 2 epochs, stopped by max_steps in the first: it trains at 32 px, evaluates at 40
+                 "Global.epochs=2", "DataLoader.progressive_min_size=32", "DataLoader.progressive_start=0.4",
+                 "DataLoader.progressive_end=0.9"],
     "kernels": ["Global.amp=true", "Global.to_static=true", "Global.overwrite=true", "Arch.depthwise=paddle",
                 "Arch.pointwise=matmul",
                 "Arch.scale=0.5", "Arch.pretrained={tmp}/v1_half.pdparams", "Optimizer.name=Adam",
@@ -87,6 +90,8 @@ def test_recipe_keys_through_the_cli_then_resume(workdir):
 def test_key_group_runs(group, workdir):
     trainer.main(load_config(None, _overrides(group, workdir)), progress=False)
     _check_run(os.path.join(workdir[0], group))
+    metrics = json.load(open(os.path.join(workdir[0], group, "metrics.json")))
+    assert [m["train_image_size"] for m in metrics] == [32]  # baseline: progressive resizing from its 40 px
 
 
 @pytest.mark.parametrize("config", ["mbv1_cifar", "mbv2_cifar"])

@@ -8,7 +8,7 @@ import pytest
 from paddle_mbnet.training import trainer
 from paddle_mbnet.training.config import load_config
 from paddle_mbnet.errors import DataError
-from paddle_mbnet.training.data import _arrays, build_datasets, eval_loader, write_tiny_cifar10
+from paddle_mbnet.training.data import _arrays, build_datasets, eval_loader, train_image_size, write_tiny_cifar10
 from helpers import ROOT
 
 
@@ -163,3 +163,39 @@ def test_no_crop_padding_leaves_each_image_or_its_mirror(cfg):
 def test_augmentation_keys_need_augment(cfg, key, value):
     with pytest.raises(DataError, match=f"DataLoader.{key}={value} .*DataLoader.augment=true"):
         _with(cfg, augment=False, **{key: value})
+
+
+def _sizes(cfg, epochs, **data_loader):
+    dl_cfg = {**cfg["DataLoader"], **data_loader}
+    return [train_image_size(dl_cfg, epoch, epochs) for epoch in range(epochs)]
+
+
+def test_progressive_resizing_holds_then_grows_in_steps_to_full_size(cfg):
+    sizes = _sizes(cfg, 20, progressive_min_size=24, progressive_start=0.5, progressive_end=0.8)
+    # epochs ending at <= 50 % of the run: 24 px; from 80 % on: 32; between: linear, floored to 4-px steps
+    assert sizes == [24] * 12 + [28] * 3 + [32] * 5
+    assert _sizes(cfg, 1, progressive_min_size=24) == [32]  # a 1-epoch run ends at 100 %: full size
+    assert _sizes(cfg, 6, progressive_min_size=0) == [32] * 6
+    assert _sizes(cfg, 4, progressive_min_size=16, progressive_start=0.0, progressive_end=0.99) == [20, 24, 28, 32]
+
+
+@pytest.mark.parametrize("data_loader, message", [
+    ({"progressive_min_size": 32}, "progressive_min_size=32 must be below DataLoader.image_size=32"),
+    ({"progressive_min_size": 24, "progressive_start": 0.6, "progressive_end": 0.5}, "progressive_end=0.5 is before"),
+])
+def test_progressive_resizing_refuses_impossible_settings(cfg, data_loader, message):
+    with pytest.raises(DataError, match=message):
+        _with(cfg, **data_loader)
+
+
+def test_resized_batches_average_the_pixels_they_cover():
+    import paddle
+
+    from paddle_mbnet.training.loop import _resized
+
+    images = paddle.rand([2, 3, 32, 32])
+    halved = _resized(images, 16).numpy()
+    expected = images.numpy().reshape(2, 3, 16, 2, 16, 2).mean(axis=(3, 5))
+    np.testing.assert_allclose(halved, expected, rtol=1e-5, atol=1e-6)
+    assert _resized(images, 32) is images and _resized(images, None) is images
+    assert _resized(images, 24).shape == [2, 3, 24, 24]

@@ -71,6 +71,9 @@ SCHEMA: dict[str, dict] = {
         "crop_padding": 4,  # with augment: pixels of zero padding around the image before the crop (at 32 px)
         "flip": "random",  # with augment: random | alternate (each image mirrored in every other epoch)
         "cutout": 0,  # side of a square blanked at a random place in each training image (at 32 px); 0 = off
+        "progressive_min_size": 0,  # train the first epochs at this image side, growing to image_size; 0 = off
+        "progressive_start": 0.5,  # fraction of the epochs after which the size starts to grow
+        "progressive_end": 0.85,  # fraction of the epochs from which training runs at image_size
     },
 }
 
@@ -102,7 +105,8 @@ RANGES = {
     ("DataLoader", "num_workers"): (0, None, True), ("DataLoader", "image_size"): (1, None, True),
     ("DataLoader", "val_size"): (0, None, True), ("DataLoader", "train_size"): (0, None, True),
     ("DataLoader", "test_size"): (0, None, True), ("DataLoader", "cutout"): (0, 32, True),
-    ("DataLoader", "crop_padding"): (0, 16, True),
+    ("DataLoader", "crop_padding"): (0, 16, True), ("DataLoader", "progressive_min_size"): (0, None, True),
+    ("DataLoader", "progressive_start"): (0.0, 1.0, True), ("DataLoader", "progressive_end"): (0.0, 1.0, True),
 }
 
 
@@ -176,6 +180,14 @@ HELP = {
     "DataLoader.cutout": "with `augment`: blank a square of this side (in pixels at 32 px, scaled with "
                          "`image_size`) centred anywhere in each training image, filled with the mean colour "
                          "(DeVries & Taylor's Cutout); 0 = off",
+    "DataLoader.progressive_min_size": "progressive resizing (as FFCV's): train at this image side (px) until "
+                                       "`progressive_start` of the epochs are done, then grow it linearly in 4-px "
+                                       "steps to `image_size`, reached when `progressive_end` of them are done; "
+                                       "evaluation stays at `image_size`; 0 = off",
+    "DataLoader.progressive_start": "with `progressive_min_size`: fraction of the epochs trained at the smallest "
+                                    "size",
+    "DataLoader.progressive_end": "with `progressive_min_size`: fraction of the epochs after which every epoch "
+                                  "trains at `image_size` (at least `progressive_start`)",
 }
 
 

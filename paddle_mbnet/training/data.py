@@ -273,6 +273,35 @@ def _check_augment_off(dl_cfg: dict) -> None:
                             f"DataLoader.{key}={default}")
 
 
+PROGRESSIVE_STEP = 4  # px between training sizes: few distinct shapes, as FFCV rounds to 32 px at ImageNet sizes
+
+
+def _check_progressive(dl_cfg: dict) -> None:
+    low, size = dl_cfg["progressive_min_size"], dl_cfg["image_size"]
+    if low and low >= size:
+        raise DataError(f"DataLoader.progressive_min_size={low} must be below DataLoader.image_size={size} "
+                        f"(0 turns progressive resizing off)")
+    if dl_cfg["progressive_end"] < dl_cfg["progressive_start"]:
+        raise DataError(f"DataLoader.progressive_end={dl_cfg['progressive_end']} is before "
+                        f"DataLoader.progressive_start={dl_cfg['progressive_start']}; set it to at least that")
+
+
+def train_image_size(dl_cfg: dict, epoch: int, epochs: int) -> int:
+    """The image side trained in 0-based ``epoch`` of ``epochs``: ``image_size``, or with progressive resizing
+    ``progressive_min_size`` up to the ``progressive_start`` fraction of the epochs (counted at each epoch's
+    end, so a 1-epoch run trains at full size), then growing linearly in ``PROGRESSIVE_STEP`` steps, and
+    ``image_size`` from the ``progressive_end`` fraction on."""
+    size, low = dl_cfg["image_size"], dl_cfg["progressive_min_size"]
+    start, end = dl_cfg["progressive_start"], dl_cfg["progressive_end"]
+    done = (epoch + 1) / epochs
+    if not low or done >= end:
+        return size
+    if done <= start:
+        return low
+    target = low + (size - low) * (done - start) / (end - start)
+    return min(size, low + PROGRESSIVE_STEP * int((target - low) // PROGRESSIVE_STEP))
+
+
 def build_datasets(dl_cfg: dict, seed: int):
     """(train, val or None, test) datasets from the DataLoader config section."""
     size, norm, aug = dl_cfg["image_size"], dl_cfg["normalize"], dl_cfg["augment"]
@@ -280,6 +309,7 @@ def build_datasets(dl_cfg: dict, seed: int):
         raise DataError(f"DataLoader.image_size must be >= 1, got {size}")
     if not aug:
         _check_augment_off(dl_cfg)
+    _check_progressive(dl_cfg)
     train_base = load_cifar10(dl_cfg["data_file"], "train")
     test_base = load_cifar10(dl_cfg["data_file"], "test")
     n, val_size = len(train_base), dl_cfg["val_size"]

@@ -104,11 +104,20 @@ class _StepLog:
             self.bar.close()
 
 
+def _resized(images, size):
+    """The batch at ``size`` x ``size``: area interpolation averages the pixels each output pixel covers, so a
+    smaller image is a proper downscale rather than a subsample."""
+    if size is None or images.shape[-1] == size:
+        return images
+    return F.interpolate(images, size=[size, size], mode="area")
+
+
 def train_one_epoch(model, loader, optimizer, scheduler, state, cfg, scaler=None, writer=None, progress=True,
-                    ema=None):
+                    ema=None, image_size=None):
     """One pass over ``loader``; ``state`` holds the global ``step`` and ``batches_done`` in this epoch;
-    ``ema`` (a ModelEma) is updated after every step. A stop request ends it before the next step, and
-    ``Global.max_steps`` after the step that reaches it."""
+    ``ema`` (a ModelEma) is updated after every step; ``image_size`` (progressive resizing) scales each batch
+    to that side first. A stop request ends it before the next step, and ``Global.max_steps`` after the step
+    that reaches it."""
     max_steps = cfg["Global"]["max_steps"]
     model.train()
     smoothing = cfg["Optimizer"]["label_smoothing"]
@@ -119,6 +128,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, state, cfg, scaler=None
     try:
         for images, labels in loader:
             STOP.check()
+            images = _resized(images, image_size)
             logits, loss = _train_step(model, images, labels, optimizer, scheduler, smoothing, scaler, ema)
             state["step"] += 1
             state["batches_done"] += 1

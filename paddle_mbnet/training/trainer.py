@@ -43,7 +43,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import apply_overrides, check_resumable, resolve_threads, run_dir_of, save_config
-from .data import Batches, build_datasets, eval_loader
+from .data import Batches, build_datasets, eval_loader, train_image_size
 from .ema import ModelEma
 from .loop import STOP, evaluate, train_one_epoch
 from .optim import build_optimizer
@@ -356,8 +356,11 @@ def _train_epoch(run, state, cfg, writer, progress) -> None:
         paddle.set_rng_state(run["resume_rng"])
         run["resume_rng"] = None
     run["train_loader"].dataset.set_epoch(epoch, skip=state.batches_done)
+    size = train_image_size(cfg["DataLoader"], epoch, cfg["Global"]["epochs"])
     stats = train_one_epoch(run["model"], run["train_loader"], run["optimizer"], run["scheduler"], state, cfg,
-                            run["scaler"], writer, progress=progress and run["rank0"], ema=run["ema"])
+                            run["scaler"], writer, progress=progress and run["rank0"], ema=run["ema"],
+                            image_size=size)
+    stats["image_size"] = size
     state.epoch, state.batches_done = epoch + 1, 0
     run["pending"] = stats  # trained, not yet evaluated and recorded
 
@@ -396,8 +399,8 @@ def _end_epoch(run, state, history, cfg, train_stats, writer):
     epoch = state.epoch
     record = {"epoch": epoch, "train_loss": train_stats["loss"], "train_acc": train_stats["acc"],
               "lr": run["optimizer"].get_lr(), "epoch_time_s": train_stats["time_s"],
-              "train_ips": train_stats["ips"], "val_loss": None, "val_acc": None, "test_loss": None,
-              "test_acc": None}
+              "train_ips": train_stats["ips"], "train_image_size": train_stats.get("image_size"),
+              "val_loss": None, "val_acc": None, "test_loss": None, "test_acc": None}
     _evaluate_epoch(run, cfg, record, writer)
     history[:] = [h for h in history if h["epoch"] < epoch] + [record]
     run["pending"] = None
@@ -413,7 +416,12 @@ def _end_epoch(run, state, history, cfg, train_stats, writer):
     print(f"epoch {epoch}/{cfg['Global']['epochs']}  train_loss={record['train_loss']:.4f} "
           f"train_acc={record['train_acc']:.4f}  val_acc={_fmt(record['val_acc'])} "
           f"test_acc={_fmt(record['test_acc'])}  lr={record['lr']:.2e}  {record['epoch_time_s']:.1f}s  "
-          f"{record['train_ips']:.1f} img/s", flush=True)
+          f"{record['train_ips']:.1f} img/s{_size_note(record, cfg)}", flush=True)
+
+
+def _size_note(record, cfg) -> str:
+    size = record["train_image_size"]
+    return f"  at {size} px" if size is not None and size != cfg["DataLoader"]["image_size"] else ""
 
 
 def _finish(run, state, history, cfg, interrupted, started) -> dict:
