@@ -269,8 +269,10 @@ def test_two_cpu_processes_with_paddle_distributed_launch(archive, tmp_path):
     assert len(json.load(open(out / "metrics.json"))) == 2
 
 
-def test_sigterm_mid_epoch_saves_a_checkpoint(tmp_path):
-    """kill / a scheduler / a nohup'd run (whose SIGINT the shell ignores) stop training like Ctrl-C does."""
+@pytest.mark.parametrize("workers", [0, 2])
+def test_sigterm_mid_epoch_saves_a_checkpoint(tmp_path, workers):
+    """kill / a scheduler / a nohup'd run (whose SIGINT the shell ignores) stop training like Ctrl-C does. With
+    loader workers the signal goes to the whole process group, as a scheduler sends it."""
     import signal
     import subprocess
     import sys
@@ -281,15 +283,19 @@ def test_sigterm_mid_epoch_saves_a_checkpoint(tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     argv = [sys.executable, "tools/train.py", "-c", "configs/mbv1_cifar.yaml"]
     for o in (f"DataLoader.data_file={archive}", f"Global.output_dir={out}", "Global.epochs=2",
-              "DataLoader.batch_size=8", "DataLoader.val_size=16", "DataLoader.num_workers=0", "Arch.scale=0.25"):
+              "DataLoader.batch_size=8", "DataLoader.val_size=16", f"DataLoader.num_workers={workers}",
+              "Arch.scale=0.25"):
         argv += ["-o", o]
     proc = subprocess.Popen(argv, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+                            env=dict(os.environ, OMP_NUM_THREADS="1"), start_new_session=True)
     deadline = time.time() + 240
     while not (out / "vdl").is_dir() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
     time.sleep(2)
-    proc.send_signal(signal.SIGTERM)
+    if workers:
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "interrupted: saved" in err, err[-2000:]
     ckpt = paddle.load(str(out / "last.pdckpt"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import socket
 import tarfile
 import zlib
@@ -255,9 +256,21 @@ class Batches(paddle.io.Dataset):
         return self.split.batch(self.batches[batch_index])
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def stop_like_ctrl_c(worker_id: int) -> None:
+    """A loader worker's ``worker_init_fn``: SIGTERM ends the worker as Ctrl-C's SIGINT does (paddle's worker loop
+    exits quietly on KeyboardInterrupt). A scheduler's SIGTERM reaches the whole process group; a worker killed
+    by it would make paddle raise in the main process before the trainer could save its stop checkpoint."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
 def eval_loader(split: CifarSplit, batch_size: int, num_workers: int) -> paddle.io.DataLoader:
     """The split in order, whole batches at a time (see ``Batches``)."""
-    return paddle.io.DataLoader(Batches(split, batch_size=batch_size), batch_size=None, num_workers=num_workers)
+    return paddle.io.DataLoader(Batches(split, batch_size=batch_size), batch_size=None, num_workers=num_workers,
+                                worker_init_fn=stop_like_ctrl_c)
 
 
 AUGMENT_KEYS = ("crop_padding", "flip", "cutout")  # parts of the training augmentation, DataLoader.augment

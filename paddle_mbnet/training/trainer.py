@@ -43,7 +43,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import apply_overrides, check_resumable, resolve_threads, run_dir_of, save_config
-from .data import Batches, build_datasets, eval_loader, train_image_size
+from .data import Batches, build_datasets, eval_loader, stop_like_ctrl_c, train_image_size
 from .ema import ModelEma
 from .loop import STOP, evaluate, train_one_epoch
 from .optim import build_optimizer
@@ -92,7 +92,8 @@ def build_loaders(cfg, train, val, test):
     if len(train) < dl["batch_size"] * paddle.distributed.get_world_size():
         raise DataError(f"DataLoader.batch_size={dl['batch_size']} is larger than the {len(train)} training images; "
                          f"lower it with -o DataLoader.batch_size=...")
-    train_loader = DataLoader(Batches(train, sampler), batch_size=None, num_workers=dl["num_workers"])
+    train_loader = DataLoader(Batches(train, sampler), batch_size=None, num_workers=dl["num_workers"],
+                              worker_init_fn=stop_like_ctrl_c)
 
     def loader(split):
         return None if split is None else eval_loader(split, dl["batch_size"], dl["num_workers"])
