@@ -1,4 +1,5 @@
 """The data path: whole batches equal the image-by-image transforms, keyed augmentation, resumable batch order."""
+import copy
 import importlib.util
 import os
 
@@ -6,8 +7,8 @@ import numpy as np
 import pytest
 
 from paddle_mbnet.training import trainer
-from paddle_mbnet.training.config import load_config
-from paddle_mbnet.errors import DataError
+from paddle_mbnet.training.config import apply_overrides, load_config
+from paddle_mbnet.errors import ConfigError, DataError
 from paddle_mbnet.training.data import _arrays, build_datasets, eval_loader, train_image_size, write_tiny_cifar10
 from helpers import ROOT
 
@@ -167,7 +168,7 @@ def test_augmentation_keys_need_augment(cfg, key, value):
 
 def _sizes(cfg, epochs, **data_loader):
     dl_cfg = {**cfg["DataLoader"], **data_loader}
-    return [train_image_size(dl_cfg, epoch, epochs) for epoch in range(epochs)]
+    return [train_image_size(dl_cfg, (epoch + 1) / epochs) for epoch in range(epochs)]
 
 
 def test_progressive_resizing_holds_then_grows_in_steps_to_full_size(cfg):
@@ -177,11 +178,30 @@ def test_progressive_resizing_holds_then_grows_in_steps_to_full_size(cfg):
     assert _sizes(cfg, 1, progressive_min_size=24) == [32]  # a 1-epoch run ends at 100 %: full size
     assert _sizes(cfg, 6, progressive_min_size=0) == [32] * 6
     assert _sizes(cfg, 4, progressive_min_size=16, progressive_start=0.0, progressive_end=0.99) == [20, 24, 28, 32]
+    # 75 % lies exactly on the 28-px step (8 + 24 * 0.25 / 0.3), which float division puts a hair below
+    assert _sizes(cfg, 4, progressive_min_size=8, progressive_start=0.5, progressive_end=0.8) == [8, 8, 28, 32]
+
+
+def test_progressive_sizes_follow_the_step_budget(cfg):
+    """With Global.max_steps the run ends early; its sizes count steps as the schedule does, ending at full size."""
+    run = {"steps_per_epoch": 10}
+    budget = {**cfg, "Global": {**cfg["Global"], "epochs": 10, "max_steps": 30},
+              "DataLoader": {**cfg["DataLoader"], "progressive_min_size": 24}}
+    assert [trainer._epoch_image_size(run, budget, epoch) for epoch in range(3)] == [24, 24, 32]
+
+
+def test_progressive_resizing_below_the_networks_smallest_input_is_refused(cfg, tmp_path):
+    baseline = apply_overrides(copy.deepcopy(cfg), ["Arch.name=resnet18", "Arch.small_input=false",
+                                                    "DataLoader.image_size=40", "DataLoader.progressive_min_size=24",
+                                                    f"Global.output_dir={tmp_path}/run"])
+    with pytest.raises(ConfigError, match="DataLoader.progressive_min_size=24 is smaller than the 32 px that resnet18"):
+        trainer.main(baseline, progress=False)
 
 
 @pytest.mark.parametrize("data_loader, message", [
     ({"progressive_min_size": 32}, "progressive_min_size=32 must be below DataLoader.image_size=32"),
     ({"progressive_min_size": 24, "progressive_start": 0.6, "progressive_end": 0.5}, "progressive_end=0.5 is before"),
+    ({"progressive_end": 0.9}, "progressive_end=0.9 has no effect without progressive resizing"),
 ])
 def test_progressive_resizing_refuses_impossible_settings(cfg, data_loader, message):
     with pytest.raises(DataError, match=message):

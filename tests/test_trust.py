@@ -92,6 +92,38 @@ def test_stop_anywhere_then_resume_gives_the_uninterrupted_weights(where, archiv
         open(os.path.join(uninterrupted, "metrics.json")))]
 
 
+class _StopsWhenCalled(paddle.nn.Layer):
+    """A model whose forward requests a stop, as a signal arriving during a step would."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = paddle.nn.Linear(3, 4)
+
+    def forward(self, x):
+        loop.STOP.requested = True
+        return self.fc(x.mean(axis=[2, 3]))
+
+
+class _CutShort(list):
+    """A loader that a stop signal cut short (its workers ended): fewer batches than its length."""
+
+    def __len__(self):
+        return 3
+
+
+@pytest.mark.parametrize("length", [_CutShort, list])
+def test_a_pass_cut_short_by_a_stop_is_a_stop_not_a_finished_pass(length):
+    loader = length([(paddle.rand([2, 3, 8, 8]), paddle.to_tensor([[1], [2]]))])
+    try:
+        if length is _CutShort:
+            with pytest.raises(KeyboardInterrupt):
+                loop.evaluate(_StopsWhenCalled(), loader)
+        else:  # every batch read: the pass is complete, the caller's next check stops
+            assert loop.evaluate(_StopsWhenCalled(), loader)["acc"] in (0.0, 0.5, 1.0)
+    finally:
+        loop.STOP.requested = False
+
+
 def test_a_new_run_never_overwrites_one(archive, uninterrupted, tmp_path):
     with pytest.raises(CheckpointError, match="already holds a run.*Global.resume=.*Global.overwrite=true"):
         trainer.main(_cfg(archive, uninterrupted), progress=False)

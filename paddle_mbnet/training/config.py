@@ -72,8 +72,8 @@ SCHEMA: dict[str, dict] = {
         "flip": "random",  # with augment: random | alternate (each image mirrored in every other epoch)
         "cutout": 0,  # side of a square blanked at a random place in each training image (at 32 px); 0 = off
         "progressive_min_size": 0,  # train the first epochs at this image side, growing to image_size; 0 = off
-        "progressive_start": 0.5,  # fraction of the epochs after which the size starts to grow
-        "progressive_end": 0.85,  # fraction of the epochs from which training runs at image_size
+        "progressive_start": 0.5,  # share of the run's steps trained at the smallest size
+        "progressive_end": 0.85,  # share of the run's steps after which training runs at image_size
     },
 }
 
@@ -180,14 +180,14 @@ HELP = {
     "DataLoader.cutout": "with `augment`: blank a square of this side (in pixels at 32 px, scaled with "
                          "`image_size`) centred anywhere in each training image, filled with the mean colour "
                          "(DeVries & Taylor's Cutout); 0 = off",
-    "DataLoader.progressive_min_size": "progressive resizing (as FFCV's): train at this image side (px) until "
-                                       "`progressive_start` of the epochs are done, then grow it linearly in 4-px "
-                                       "steps to `image_size`, reached when `progressive_end` of them are done; "
-                                       "evaluation stays at `image_size`; 0 = off",
-    "DataLoader.progressive_start": "with `progressive_min_size`: fraction of the epochs trained at the smallest "
-                                    "size",
-    "DataLoader.progressive_end": "with `progressive_min_size`: fraction of the epochs after which every epoch "
-                                  "trains at `image_size` (at least `progressive_start`)",
+    "DataLoader.progressive_min_size": "progressive resizing (as in FFCV and fast.ai): train on batches "
+                                       "area-downscaled to this side (px) at first, growing in 4-px steps to "
+                                       "`image_size`; evaluation stays at `image_size`; at least the network's "
+                                       "smallest input; 0 = off",
+    "DataLoader.progressive_start": "with `progressive_min_size`: epochs that end at or before this fraction of "
+                                    "the run's steps train at the smallest size",
+    "DataLoader.progressive_end": "with `progressive_min_size`: epochs that end at or after this fraction of "
+                                  "the run's steps train at `image_size` (at least `progressive_start`)",
 }
 
 

@@ -294,25 +294,28 @@ def _check_progressive(dl_cfg: dict) -> None:
     if low and low >= size:
         raise DataError(f"DataLoader.progressive_min_size={low} must be below DataLoader.image_size={size} "
                         f"(0 turns progressive resizing off)")
+    for key in ("progressive_start", "progressive_end"):
+        if not low and dl_cfg[key] != SCHEMA["DataLoader"][key]:
+            raise DataError(f"DataLoader.{key}={dl_cfg[key]} has no effect without progressive resizing; set "
+                            f"DataLoader.progressive_min_size too, or leave {key} out")
     if dl_cfg["progressive_end"] < dl_cfg["progressive_start"]:
         raise DataError(f"DataLoader.progressive_end={dl_cfg['progressive_end']} is before "
                         f"DataLoader.progressive_start={dl_cfg['progressive_start']}; set it to at least that")
 
 
-def train_image_size(dl_cfg: dict, epoch: int, epochs: int) -> int:
-    """The image side trained in 0-based ``epoch`` of ``epochs``: ``image_size``, or with progressive resizing
-    ``progressive_min_size`` up to the ``progressive_start`` fraction of the epochs (counted at each epoch's
-    end, so a 1-epoch run trains at full size), then growing linearly in ``PROGRESSIVE_STEP`` steps, and
-    ``image_size`` from the ``progressive_end`` fraction on."""
+def train_image_size(dl_cfg: dict, done: float) -> int:
+    """The image side of an epoch that ends with the fraction ``done`` of the run's steps trained:
+    ``image_size``, or with progressive resizing ``progressive_min_size`` while ``done`` is at most
+    ``progressive_start``, then linear growth floored to ``PROGRESSIVE_STEP`` steps, and ``image_size`` once
+    ``done`` reaches ``progressive_end``. Counted at the epoch's end, so a 1-epoch run trains at full size."""
     size, low = dl_cfg["image_size"], dl_cfg["progressive_min_size"]
     start, end = dl_cfg["progressive_start"], dl_cfg["progressive_end"]
-    done = (epoch + 1) / epochs
     if not low or done >= end:
         return size
     if done <= start:
         return low
-    target = low + (size - low) * (done - start) / (end - start)
-    return min(size, low + PROGRESSIVE_STEP * int((target - low) // PROGRESSIVE_STEP))
+    steps = (size - low) * (done - start) / (end - start) / PROGRESSIVE_STEP
+    return min(size, low + PROGRESSIVE_STEP * int(steps + 1e-9))  # 1e-9: 19.999... on an exact step is 20
 
 
 def build_datasets(dl_cfg: dict, seed: int):

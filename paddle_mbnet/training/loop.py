@@ -28,6 +28,12 @@ class StopRequest:
         if self.requested:
             raise KeyboardInterrupt
 
+    def check_pass(self, batches: int, expected: int) -> None:
+        """After a loop over a loader: the signal behind a stop request also ends the loader's workers, which
+        can end the iteration early; a pass with batches left unread is then a stop, not a finished pass."""
+        if self.requested and batches < expected:
+            raise KeyboardInterrupt
+
 
 STOP = StopRequest()
 
@@ -105,8 +111,8 @@ class _StepLog:
 
 
 def _resized(images, size):
-    """The batch at ``size`` x ``size``: area interpolation averages the pixels each output pixel covers, so a
-    smaller image is a proper downscale rather than a subsample."""
+    """The batch at ``size`` x ``size`` by area interpolation (adaptive average pooling): every input pixel
+    contributes, so a smaller image is a downscale rather than a subsample."""
     if size is None or images.shape[-1] == size:
         return images
     return F.interpolate(images, size=[size, size], mode="area")
@@ -125,9 +131,11 @@ def train_one_epoch(model, loader, optimizer, scheduler, state, cfg, scaler=None
     total_loss, correct, seen = 0.0, 0, 0
     synchronize()
     started = time.perf_counter()
+    expected, batches = len(loader), 0
     try:
         for images, labels in loader:
             STOP.check()
+            batches += 1
             images = _resized(images, image_size)
             logits, loss = _train_step(model, images, labels, optimizer, scheduler, smoothing, scaler, ema)
             state["step"] += 1
@@ -139,6 +147,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, state, cfg, scaler=None
             correct = correct + (logits.argmax(axis=1) == labels.flatten()).astype("int64").sum()
             if max_steps and state["step"] >= max_steps:
                 break
+        STOP.check_pass(batches, expected)
     finally:
         log.close()
     synchronize()
@@ -154,9 +163,10 @@ def evaluate(model, loader, return_predictions=False, tta=False):
     ``acc_tta``: the accuracy of the logits averaged over each image and its mirror image."""
     model.eval()
     total_loss, correct, correct_tta, seen = 0.0, 0, 0, 0
-    preds, trues = [], []
+    preds, trues, batches = [], [], 0
     for images, labels in loader:
         STOP.check()
+        batches += 1
         logits = model(images)
         total_loss += float(F.cross_entropy(logits, labels, reduction="sum"))
         correct += _accuracy(logits, labels)
@@ -166,6 +176,7 @@ def evaluate(model, loader, return_predictions=False, tta=False):
         if return_predictions:
             preds.append(logits.argmax(axis=1).numpy())
             trues.append(labels.numpy().reshape(-1))
+    STOP.check_pass(batches, len(loader))
     out = {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1)}
     if tta:
         out["acc_tta"] = correct_tta / max(seen, 1)

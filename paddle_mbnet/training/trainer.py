@@ -31,7 +31,7 @@ from paddle.io import DataLoader, DistributedBatchSampler
 from ..cpu import blas as cpu_blas
 from ..cpu import memory as cpu_memory
 from ..errors import ArgumentError, ConfigError, DataError
-from ..models.registry import build_model
+from ..models.registry import BASELINE_MIN_INPUT, build_model
 from . import rundir
 from .checkpoint import (
     CKPT_BEST,
@@ -46,7 +46,7 @@ from .config import apply_overrides, check_resumable, resolve_threads, run_dir_o
 from .data import Batches, build_datasets, eval_loader, stop_like_ctrl_c, train_image_size
 from .ema import ModelEma
 from .loop import STOP, evaluate, train_one_epoch
-from .optim import build_optimizer
+from .optim import build_optimizer, total_steps
 from .runtime import seed_everything, select_device
 
 
@@ -201,6 +201,7 @@ def _build(cfg, device, rank0, world) -> dict:
     _check_labels(cfg, train, test)
     train_loader, val_loader, test_loader = build_loaders(cfg, train, val, test)
     model = model_from_config(cfg)
+    _check_smallest_input(cfg, model)
     if glob_cfg["to_static"]:
         model = paddle.jit.to_static(model)
     if world > 1:
@@ -210,11 +211,20 @@ def _build(cfg, device, rank0, world) -> dict:
     if glob_cfg["amp"] and not use_amp and rank0:
         print("paddle_mbnet: Global.amp needs a GPU; training in float32", file=sys.stderr)
     return {"rank0": rank0, "device": device, "sizes": (len(train), len(val) if val else 0, len(test)),
-            "train_loader": train_loader, "val_loader": val_loader, "test_loader": test_loader,
+            "steps_per_epoch": len(train_loader), "train_loader": train_loader, "val_loader": val_loader, "test_loader": test_loader,
             "model": model, "optimizer": optimizer, "scheduler": scheduler,
             "scaler": paddle.amp.GradScaler() if use_amp else None,
             "ema": ModelEma(model, glob_cfg["ema_decay"]) if glob_cfg["ema_decay"] else None,
             "pending": None, "resume_rng": None}
+
+
+def _check_smallest_input(cfg, model) -> None:
+    """Progressive resizing's smallest size must still pass through the network's total stride."""
+    low = cfg["DataLoader"]["progressive_min_size"]
+    smallest = getattr(model, "min_input_size", BASELINE_MIN_INPUT)
+    if low and low < smallest:
+        raise ConfigError(f"DataLoader.progressive_min_size={low} is smaller than the {smallest} px that "
+                          f"{cfg['Arch']['name']} takes; set it to at least {smallest} (0 turns it off)")
 
 
 def _resume_checkpoint(cfg) -> dict:
@@ -257,8 +267,10 @@ def _restore(run, cfg):
         where = f", {state.batches_done} batches into epoch {state.epoch + 1}" if state.batches_done else ""
         print(f"resumed from {ckpt['path']}: epoch {state.epoch}, step {state.step}{where}")
         if "Global.epochs" in ckpt["changed_keys"]:
+            sizes = "; so are progressive resizing's image sizes" if cfg["DataLoader"]["progressive_min_size"] else ""
             print(f"paddle_mbnet: Global.epochs {ckpt['config']['Global']['epochs']} -> {cfg['Global']['epochs']}: "
-                  f"the learning-rate schedule is rebuilt for the new length and continues from step {state.step}",
+                  f"the learning-rate schedule is rebuilt for the new length and continues from step {state.step}"
+                  f"{sizes}",
                   file=sys.stderr)
     return state, history
 
@@ -357,13 +369,21 @@ def _train_epoch(run, state, cfg, writer, progress) -> None:
         paddle.set_rng_state(run["resume_rng"])
         run["resume_rng"] = None
     run["train_loader"].dataset.set_epoch(epoch, skip=state.batches_done)
-    size = train_image_size(cfg["DataLoader"], epoch, cfg["Global"]["epochs"])
+    size = _epoch_image_size(run, cfg, epoch)
     stats = train_one_epoch(run["model"], run["train_loader"], run["optimizer"], run["scheduler"], state, cfg,
                             run["scaler"], writer, progress=progress and run["rank0"], ema=run["ema"],
                             image_size=size)
     stats["image_size"] = size
     state.epoch, state.batches_done = epoch + 1, 0
     run["pending"] = stats  # trained, not yet evaluated and recorded
+
+
+def _epoch_image_size(run, cfg, epoch) -> int:
+    """The trained image side of ``epoch`` (progressive resizing), by the share of the run's steps done at its
+    end: the same count as the learning-rate schedule's, so a ``Global.max_steps`` budget ends at full size."""
+    per_epoch = run["steps_per_epoch"]
+    done = min(1.0, (epoch + 1) * per_epoch / total_steps(cfg, per_epoch))
+    return train_image_size(cfg["DataLoader"], done)
 
 
 def _save(run, state, cfg, name, interrupted=False):
@@ -400,7 +420,7 @@ def _end_epoch(run, state, history, cfg, train_stats, writer):
     epoch = state.epoch
     record = {"epoch": epoch, "train_loss": train_stats["loss"], "train_acc": train_stats["acc"],
               "lr": run["optimizer"].get_lr(), "epoch_time_s": train_stats["time_s"],
-              "train_ips": train_stats["ips"], "train_image_size": train_stats.get("image_size"),
+              "train_ips": train_stats["ips"], "train_image_size": train_stats.get("image_size", cfg["DataLoader"]["image_size"]),
               "val_loss": None, "val_acc": None, "test_loss": None, "test_acc": None}
     _evaluate_epoch(run, cfg, record, writer)
     history[:] = [h for h in history if h["epoch"] < epoch] + [record]
@@ -422,7 +442,7 @@ def _end_epoch(run, state, history, cfg, train_stats, writer):
 
 def _size_note(record, cfg) -> str:
     size = record["train_image_size"]
-    return f"  at {size} px" if size is not None and size != cfg["DataLoader"]["image_size"] else ""
+    return f"  at {size} px" if size != cfg["DataLoader"]["image_size"] else ""
 
 
 def _finish(run, state, history, cfg, interrupted, started) -> dict:
