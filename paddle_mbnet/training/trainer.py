@@ -211,7 +211,8 @@ def _build(cfg, device, rank0, world) -> dict:
     if glob_cfg["amp"] and not use_amp and rank0:
         print("paddle_mbnet: Global.amp needs a GPU; training in float32", file=sys.stderr)
     return {"rank0": rank0, "device": device, "sizes": (len(train), len(val) if val else 0, len(test)),
-            "steps_per_epoch": len(train_loader), "train_loader": train_loader, "val_loader": val_loader, "test_loader": test_loader,
+            "steps_per_epoch": len(train_loader), "train_loader": train_loader, "val_loader": val_loader,
+            "test_loader": test_loader,
             "model": model, "optimizer": optimizer, "scheduler": scheduler,
             "scaler": paddle.amp.GradScaler() if use_amp else None,
             "ema": ModelEma(model, glob_cfg["ema_decay"]) if glob_cfg["ema_decay"] else None,
@@ -420,7 +421,8 @@ def _end_epoch(run, state, history, cfg, train_stats, writer):
     epoch = state.epoch
     record = {"epoch": epoch, "train_loss": train_stats["loss"], "train_acc": train_stats["acc"],
               "lr": run["optimizer"].get_lr(), "epoch_time_s": train_stats["time_s"],
-              "train_ips": train_stats["ips"], "train_image_size": train_stats.get("image_size", cfg["DataLoader"]["image_size"]),
+              "train_ips": train_stats["ips"],
+              "train_image_size": train_stats.get("image_size", cfg["DataLoader"]["image_size"]),
               "val_loss": None, "val_acc": None, "test_loss": None, "test_acc": None}
     _evaluate_epoch(run, cfg, record, writer)
     history[:] = [h for h in history if h["epoch"] < epoch] + [record]
