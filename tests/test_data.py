@@ -201,7 +201,7 @@ def test_progressive_resizing_below_the_networks_smallest_input_is_refused(cfg, 
 @pytest.mark.parametrize("data_loader, message", [
     ({"progressive_min_size": 32}, "progressive_min_size=32 must be below DataLoader.image_size=32"),
     ({"progressive_min_size": 24, "progressive_start": 0.6, "progressive_end": 0.5}, "progressive_end=0.5 is before"),
-    ({"progressive_end": 0.9}, "progressive_end=0.9 has no effect without progressive resizing"),
+    ({"progressive_end": 0.9}, "progressive_end=0.9 has no effect while DataLoader.progressive_min_size=0"),
 ])
 def test_progressive_resizing_refuses_impossible_settings(cfg, data_loader, message):
     with pytest.raises(DataError, match=message):
@@ -218,4 +218,8 @@ def test_resized_batches_average_the_pixels_they_cover():
     expected = images.numpy().reshape(2, 3, 16, 2, 16, 2).mean(axis=(3, 5))
     np.testing.assert_allclose(halved, expected, rtol=1e-5, atol=1e-6)
     assert _resized(images, 32) is images and _resized(images, None) is images
-    assert _resized(images, 24).shape == [2, 3, 24, 24]
+    # a fractional scale: output pixel i averages input rows/columns floor(i*32/24) .. ceil((i+1)*32/24) - 1
+    bounds = [(i * 32 // 24, -(-(i + 1) * 32 // 24)) for i in range(24)]
+    pixels = images.numpy()
+    expected = np.array([[pixels[..., r0:r1, c0:c1].mean(axis=(-2, -1)) for c0, c1 in bounds] for r0, r1 in bounds])
+    np.testing.assert_allclose(_resized(images, 24).numpy(), expected.transpose(2, 3, 0, 1), rtol=1e-5, atol=1e-6)

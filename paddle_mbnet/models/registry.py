@@ -91,8 +91,9 @@ def build_model(name: str, pretrained=False, **kwargs):
         check_batchnorm(kwargs.pop("batchnorm", "auto"))
         check_layout(kwargs.pop("layout", "auto"))
         model = entry.fn(**kwargs)
+        model.min_input_size = BASELINE_MIN_INPUT  # as our MobileNets: every built model states its smallest input
         model.register_forward_pre_hook(
-            lambda layer, inputs: check_input(inputs[0], BASELINE_MIN_INPUT, name))
+            lambda layer, inputs: check_input(inputs[0], layer.min_input_size, name))
     if pretrained is True:
         load_pretrained(model, download_pretrained(entry, kwargs), entry, kwargs)
     elif pretrained:

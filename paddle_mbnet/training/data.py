@@ -276,13 +276,13 @@ def eval_loader(split: CifarSplit, batch_size: int, num_workers: int) -> paddle.
 AUGMENT_KEYS = ("crop_padding", "flip", "cutout")  # parts of the training augmentation, DataLoader.augment
 
 
-def _check_augment_off(dl_cfg: dict) -> None:
-    """With ``augment`` off, a training-augmentation key set away from its default is a mistake worth a line."""
-    for key in AUGMENT_KEYS:
+def _check_unused_keys(dl_cfg: dict, keys, switch: str, fix: str) -> None:
+    """Keys moved off their defaults while ``switch`` turns their feature off would silently do nothing: a
+    mistake worth a line that names the key and ``fix``."""
+    for key in keys:
         default = SCHEMA["DataLoader"][key]
         if dl_cfg[key] != default:
-            raise DataError(f"DataLoader.{key}={dl_cfg[key]} is part of the training augmentation, which "
-                            f"DataLoader.augment=false turns off; set DataLoader.augment=true or "
+            raise DataError(f"DataLoader.{key}={dl_cfg[key]} has no effect while {switch}; {fix}, or set "
                             f"DataLoader.{key}={default}")
 
 
@@ -294,10 +294,9 @@ def _check_progressive(dl_cfg: dict) -> None:
     if low and low >= size:
         raise DataError(f"DataLoader.progressive_min_size={low} must be below DataLoader.image_size={size} "
                         f"(0 turns progressive resizing off)")
-    for key in ("progressive_start", "progressive_end"):
-        if not low and dl_cfg[key] != SCHEMA["DataLoader"][key]:
-            raise DataError(f"DataLoader.{key}={dl_cfg[key]} has no effect without progressive resizing; set "
-                            f"DataLoader.progressive_min_size too, or leave {key} out")
+    if not low:
+        _check_unused_keys(dl_cfg, ("progressive_start", "progressive_end"), "DataLoader.progressive_min_size=0",
+                           "set DataLoader.progressive_min_size too")
     if dl_cfg["progressive_end"] < dl_cfg["progressive_start"]:
         raise DataError(f"DataLoader.progressive_end={dl_cfg['progressive_end']} is before "
                         f"DataLoader.progressive_start={dl_cfg['progressive_start']}; set it to at least that")
@@ -324,7 +323,7 @@ def build_datasets(dl_cfg: dict, seed: int):
     if size < 1:
         raise DataError(f"DataLoader.image_size must be >= 1, got {size}")
     if not aug:
-        _check_augment_off(dl_cfg)
+        _check_unused_keys(dl_cfg, AUGMENT_KEYS, "DataLoader.augment=false", "set DataLoader.augment=true")
     _check_progressive(dl_cfg)
     train_base = load_cifar10(dl_cfg["data_file"], "train")
     test_base = load_cifar10(dl_cfg["data_file"], "test")

@@ -122,8 +122,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, state, cfg, scaler=None
                     ema=None, image_size=None):
     """One pass over ``loader``; ``state`` holds the global ``step`` and ``batches_done`` in this epoch;
     ``ema`` (a ModelEma) is updated after every step; ``image_size`` (progressive resizing) scales each batch
-    to that side first. A stop request ends it before the next step, and ``Global.max_steps`` after the step
-    that reaches it."""
+    to that side first (and comes back in the stats). A stop request ends it before the next step, and
+    ``Global.max_steps`` after the step that reaches it."""
     max_steps = cfg["Global"]["max_steps"]
     model.train()
     smoothing = cfg["Optimizer"]["label_smoothing"]
@@ -154,7 +154,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, state, cfg, scaler=None
     elapsed = time.perf_counter() - started
     total_loss, correct = float(total_loss), int(correct)
     return {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1), "time_s": elapsed,
-            "ips": seen / max(elapsed, 1e-9), "images": seen}
+            "ips": seen / max(elapsed, 1e-9), "images": seen, "image_size": image_size}
 
 
 @paddle.no_grad()

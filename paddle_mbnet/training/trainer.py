@@ -31,7 +31,7 @@ from paddle.io import DataLoader, DistributedBatchSampler
 from ..cpu import blas as cpu_blas
 from ..cpu import memory as cpu_memory
 from ..errors import ArgumentError, ConfigError, DataError
-from ..models.registry import BASELINE_MIN_INPUT, build_model
+from ..models.registry import build_model
 from . import rundir
 from .checkpoint import (
     CKPT_BEST,
@@ -222,7 +222,7 @@ def _build(cfg, device, rank0, world) -> dict:
 def _check_smallest_input(cfg, model) -> None:
     """Progressive resizing's smallest size must still pass through the network's total stride."""
     low = cfg["DataLoader"]["progressive_min_size"]
-    smallest = getattr(model, "min_input_size", BASELINE_MIN_INPUT)
+    smallest = model.min_input_size
     if low and low < smallest:
         raise ConfigError(f"DataLoader.progressive_min_size={low} is smaller than the {smallest} px that "
                           f"{cfg['Arch']['name']} takes; set it to at least {smallest} (0 turns it off)")
@@ -374,7 +374,6 @@ def _train_epoch(run, state, cfg, writer, progress) -> None:
     stats = train_one_epoch(run["model"], run["train_loader"], run["optimizer"], run["scheduler"], state, cfg,
                             run["scaler"], writer, progress=progress and run["rank0"], ema=run["ema"],
                             image_size=size)
-    stats["image_size"] = size
     state.epoch, state.batches_done = epoch + 1, 0
     run["pending"] = stats  # trained, not yet evaluated and recorded
 
@@ -422,7 +421,8 @@ def _end_epoch(run, state, history, cfg, train_stats, writer):
     record = {"epoch": epoch, "train_loss": train_stats["loss"], "train_acc": train_stats["acc"],
               "lr": run["optimizer"].get_lr(), "epoch_time_s": train_stats["time_s"],
               "train_ips": train_stats["ips"],
-              "train_image_size": train_stats.get("image_size", cfg["DataLoader"]["image_size"]),
+              # .get: a pending record in an older version's stop checkpoint holds no image size
+              "train_image_size": train_stats.get("image_size") or cfg["DataLoader"]["image_size"],
               "val_loss": None, "val_acc": None, "test_loss": None, "test_acc": None}
     _evaluate_epoch(run, cfg, record, writer)
     history[:] = [h for h in history if h["epoch"] < epoch] + [record]
