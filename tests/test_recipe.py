@@ -101,7 +101,7 @@ def test_label_smoothing_matches_its_definition():
 
 def test_ema_update_swap_and_checkpoint_round_trip():
     model = _conv_bn()
-    ema = ModelEma(model, decay=0.9)
+    ema = ModelEma(model, decay=0.9, every=1)
     start = {n: t.numpy().copy() for n, t in model.state_dict().items()}
     for p in model.parameters():
         p.set_value(p + 1.0)
@@ -115,10 +115,38 @@ def test_ema_update_swap_and_checkpoint_round_trip():
     np.testing.assert_array_equal(model[0].weight.numpy(), weight)  # trained weights are back
 
     state = ema.state_dict()
-    other = ModelEma(_conv_bn(), decay=0.9)
+    other = ModelEma(_conv_bn(), decay=0.9, every=1)
     other.set_state_dict(state)
-    assert other.updates == 1
+    assert other.updates == 1 and other.steps == 1
     np.testing.assert_array_equal(other.shadow["0.weight"].numpy(), ema.shadow["0.weight"].numpy())
+
+
+def test_ema_averages_every_fourth_step_with_the_decay_of_four():
+    model = _conv_bn()
+    ema = ModelEma(model, decay=0.9)  # the default interval, 4 steps
+    start = model[0].weight.numpy().copy()
+    model[0].weight.set_value(model[0].weight + 1.0)
+    for _ in range(3):
+        ema.update()
+    np.testing.assert_array_equal(ema.shadow["0.weight"].numpy(), start)  # steps 1-3 only count
+    ema.update()
+    decay = min(0.9, 4 / 13) ** 4  # the per-step decay after 3 steps, over four steps
+    np.testing.assert_allclose(ema.shadow["0.weight"].numpy(), decay * start + (1 - decay) * (start + 1.0),
+                               rtol=1e-6)
+    assert (ema.steps, ema.updates) == (4, 1)
+
+    ema.update()  # a checkpoint between averages resumes the count: the next average comes at step 8 in both
+    resumed = ModelEma(model, decay=0.9)
+    resumed.set_state_dict(ema.state_dict())
+    for average in (ema, resumed):
+        for _ in range(3):
+            average.update()
+    assert resumed.steps == ema.steps == 8 and resumed.updates == ema.updates == 2
+    np.testing.assert_array_equal(resumed.shadow["0.weight"].numpy(), ema.shadow["0.weight"].numpy())
+
+    older = {key: value for key, value in ema.state_dict().items() if key != "steps"}
+    resumed.set_state_dict(older)  # an older checkpoint averaged on every step: its updates are its steps
+    assert resumed.steps == ema.updates
 
 
 class _LeftRight(paddle.nn.Layer):

@@ -5,6 +5,11 @@
 Times the training DataLoader alone (decode, augment, normalize, batch, with the
 config's num_workers) and one training step of the config's model at the same
 batch size, and prints the ratio; it should be well above 1 (>= 5x).
+
+With --ema-rounds N it also prices the weight average (Global.ema_decay): the trainer's step
+(the config's optimizer, schedule and loss) without it, averaging after every step, and averaging
+every EMA_EVERY-th step (what the trainer does), in N interleaved rounds of --ema-block steps
+each, as medians with the spread.
 """
 import argparse
 import itertools
@@ -23,6 +28,8 @@ def main(argv=None):
     p.add_argument("--batches", type=int, default=20)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--ema-rounds", type=int, default=0, help="interleaved rounds pricing the weight average")
+    p.add_argument("--ema-block", type=int, default=15, help="training steps per variant and round")
     args = p.parse_args(argv)
     try:
         cfg = load_config(args.config, args.override)
@@ -61,6 +68,49 @@ def main(argv=None):
     print(f"data pipeline  {data_ips:9.1f} img/s  ({n} images)")
     print(f"model training {model_ips:9.1f} img/s  (median of {args.steps} steps)")
     print(f"pipeline / training = {data_ips / model_ips:.1f}x")
+    if args.ema_rounds:
+        _ema_overhead(cfg, model, next(iter(loader)), args.ema_rounds, args.ema_block)
+
+
+def _ema_overhead(cfg, model, batch, rounds, block):
+    """The trainer's step alone and with the weight average at two intervals, interleaved so that the
+    machine's drift hits every variant alike."""
+    import numpy as np
+
+    from paddle_mbnet.training.ema import EMA_EVERY, ModelEma
+    from paddle_mbnet.training.loop import _train_step
+    from paddle_mbnet.training.optim import build_optimizer
+    from paddle_mbnet.training.runtime import synchronize
+
+    optimizer, scheduler = build_optimizer(cfg, model.parameters(), steps_per_epoch=1000, notify=False)
+    decay = cfg["Global"]["ema_decay"] or 0.998
+    variants = {"no average": None, "average every step": ModelEma(model, decay, every=1),
+                f"average every {EMA_EVERY} steps": ModelEma(model, decay, every=EMA_EVERY)}
+    images, labels = batch
+    smoothing = cfg["Optimizer"]["label_smoothing"]
+    model.train()
+
+    def run(ema, steps):
+        synchronize()
+        start = time.perf_counter()
+        for _ in range(steps):
+            _train_step(model, images, labels, optimizer, scheduler, smoothing, None, ema)
+        synchronize()
+        return (time.perf_counter() - start) / steps * 1e3
+
+    for ema in variants.values():
+        run(ema, 2)  # warm-up
+    times = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, ema in variants.items():
+            times[name].append(run(ema, block))
+    base = np.median(times["no average"])
+    print(f"trainer step ({cfg['Optimizer']['name']}, ema_decay {decay}), {rounds} interleaved rounds of "
+          f"{block} steps")
+    for name, values in times.items():
+        median = np.median(values)
+        print(f"  {name:24s} {median:7.1f} ms/step  (min {min(values):.1f}, max {max(values):.1f})  "
+              f"{(median / base - 1) * 100:+5.1f} %")
 
 
 if __name__ == "__main__":
