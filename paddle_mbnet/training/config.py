@@ -128,7 +128,7 @@ HELP = {
     "Global.eval_test": "evaluate the test set after every epoch (reported, never used to pick `best`); "
                         "either way the end of a run evaluates it on the `best` weights",
     "Global.ema_decay": "evaluate, select and save an exponential moving average of the weights (decay per "
-                        "step, e.g. 0.999); 0 = off",
+                        "step, e.g. 0.999, applied as its 4th power every 4th step); 0 = off",
     "Global.eval_tta": "also report test accuracy with horizontal-flip test-time augmentation (`test_acc_tta`; "
                        "selection and `test_acc` stay plain)",
     "Arch.name": "a registry name: `mobilenet_v1`, `mobilenet_v2`, `mobilenet_v1_conv`, `vgg16`, `vgg19`, "
