@@ -91,6 +91,8 @@ def test_key_group_runs(group, workdir):
     if group == "kernels":  # progressive resizing: the first of 2 epochs ends at half the steps, at 24 px
         metrics = json.load(open(os.path.join(workdir[0], group, "metrics.json")))
         assert [m["train_image_size"] for m in metrics] == [24, 32]
+        summary = json.load(open(os.path.join(workdir[0], group, "run_summary.json")))
+        assert summary["train_ips_median"] == metrics[1]["train_ips"]  # the full-size epoch's speed alone
 
 
 @pytest.mark.parametrize("config", ["mbv1_cifar", "mbv2_cifar"])

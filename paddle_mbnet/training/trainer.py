@@ -506,7 +506,10 @@ def _fmt(value):
 def _summary(history, state, cfg, interrupted, sizes):
     best = next((h for h in history if h["epoch"] == state.best_epoch), None)
     last = history[-1] if history else {}
-    times = [h["epoch_time_s"] for h in history]
+    size = cfg["DataLoader"]["image_size"]
+    # speed at the full image size: progressive resizing's smaller epochs run faster and would skew the median
+    full_size = [h for h in history if h.get("train_image_size", size) == size]
+    times = [h["epoch_time_s"] for h in full_size]
     batch = cfg["DataLoader"]["batch_size"] * paddle.distributed.get_world_size()
     return {"model": cfg["Arch"]["name"], "epochs_done": state.epoch, "epochs": cfg["Global"]["epochs"],
             "finished": _done(state, cfg) and not interrupted, "steps": state.step, "train_images": state.step * batch,
@@ -514,6 +517,6 @@ def _summary(history, state, cfg, interrupted, sizes):
             "best_epoch": state.best_epoch or None, "best_val_acc": best["val_acc"] if best else None,
             "test_acc_at_best": best["test_acc"] if best else None, "final_train_acc": last.get("train_acc"),
             "final_test_acc": last.get("test_acc"), "epoch_time_s_median": float(np.median(times)) if times else None,
-            "train_ips_median": float(np.median([h["train_ips"] for h in history])) if history else None,
+            "train_ips_median": float(np.median([h["train_ips"] for h in full_size])) if full_size else None,
             "eval_weights": "ema" if cfg["Global"]["ema_decay"] else "trained",
             "output_dir": cfg["Global"]["output_dir"]}
