@@ -137,6 +137,17 @@ def test_a_new_run_never_overwrites_one(archive, uninterrupted, tmp_path):
     assert summary["finished"] and summary["epochs_done"] == 1
 
 
+def test_an_overwrite_with_a_bad_value_keeps_the_old_run(archive, tmp_path):
+    out = str(tmp_path / "kept")
+    trainer.main(_cfg(archive, out, "Global.epochs=1"), progress=False)
+    before = {name: os.path.getmtime(os.path.join(out, name)) for name in rundir.RUN_FILES}
+    with pytest.raises(DataError, match="DataLoader.crop_padding=2 has no effect while DataLoader.augment=false"):
+        trainer.main(_cfg(archive, out, "Global.overwrite=true", "DataLoader.augment=false",
+                          "DataLoader.crop_padding=2"), progress=False)
+    assert {name: os.path.getmtime(os.path.join(out, name)) for name in rundir.RUN_FILES} == before
+    assert os.path.isdir(os.path.join(out, "vdl"))
+
+
 def test_a_second_run_into_a_locked_directory_is_refused(tmp_path):
     lock = rundir.RunLock(str(tmp_path))
     try:

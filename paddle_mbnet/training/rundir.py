@@ -18,16 +18,26 @@ def holds_run(out: str) -> bool:
 
 
 def claim(out: str, resuming: bool, overwrite: bool) -> "RunLock":
-    """Create ``out``, lock it for this run, and refuse a new run over an existing one (or clear it with
-    ``overwrite``); returns the held lock. The lock comes first, so no run clears a directory another writes."""
+    """Create ``out``, lock it for this run, and refuse a new run over an existing one unless ``overwrite``
+    (``clear`` then empties it, once the run is built); returns the held lock. The lock comes first, so no run
+    clears a directory another writes."""
     prepare(out)
     lock = RunLock(out)
-    try:
-        _refuse_or_clear(out, resuming, overwrite)
-    except BaseException:
+    if not resuming and not overwrite and holds_run(out):
         lock.release()
-        raise
+        raise CheckpointError(f"{out!r} already holds a run; continue it with -o Global.resume={out}, pick "
+                              f"another -o Global.output_dir=..., or replace it with -o Global.overwrite=true")
     return lock
+
+
+def clear(out: str) -> None:
+    """Remove the run files of ``out`` (``Global.overwrite``), leaving the lock and anything else there."""
+    for name in RUN_FILES:
+        path = os.path.join(out, name)
+        if os.path.exists(path):
+            os.remove(path)
+    for name in RUN_DIRS:
+        shutil.rmtree(os.path.join(out, name), ignore_errors=True)
 
 
 def prepare(out: str) -> None:
@@ -44,20 +54,6 @@ def prepare(out: str) -> None:
     except OSError as e:
         raise CheckpointError(f"cannot write to Global.output_dir={out!r} ({e.strerror or e}); "
                               f"choose another with -o Global.output_dir=...") from None
-
-
-def _refuse_or_clear(out: str, resuming: bool, overwrite: bool) -> None:
-    if resuming or not holds_run(out):
-        return
-    if not overwrite:
-        raise CheckpointError(f"{out!r} already holds a run; continue it with -o Global.resume={out}, pick "
-                              f"another -o Global.output_dir=..., or replace it with -o Global.overwrite=true")
-    for name in RUN_FILES:
-        path = os.path.join(out, name)
-        if os.path.exists(path):
-            os.remove(path)
-    for name in RUN_DIRS:
-        shutil.rmtree(os.path.join(out, name), ignore_errors=True)
 
 
 class RunLock:

@@ -190,6 +190,8 @@ def _setup(cfg) -> dict:
         if lock is not None:
             lock.release()
         raise
+    if rank0 and ckpt is None and glob_cfg["overwrite"]:
+        rundir.clear(out)  # only now: a config, data or model error above leaves the old run as it was
     run.update({"threads": threads, "out": out, "lock": lock, "ckpt": ckpt})
     return run
 
