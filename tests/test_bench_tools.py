@@ -51,11 +51,19 @@ def test_bench_data_prints_the_pipeline_to_training_ratio(tmp_path):
     archive = write_tiny_cifar10(str(tmp_path / "c.tar.gz"), 300, 10)
     out = run_tool("bench_data.py", "-c", "configs/mbv1_cifar.yaml", "-o", f"DataLoader.data_file={archive}",
                    "-o", "DataLoader.batch_size=16", "-o", "DataLoader.val_size=50", "-o", "Arch.scale=0.25",
-                   "--batches", "4", "--steps", "1", "--threads", "1", "--ema-rounds", "1", "--ema-block", "1").stdout
+                   "--batches", "4", "--steps", "1", "--threads", "1", "--ema-rounds", "2", "--ema-block", "4").stdout
     assert re.search(r"data pipeline +[\d.]+ img/s  \(64 images\)", out)
     assert re.search(r"pipeline / training = [\d.]+x", out)
     for variant in ("no average", "average every step", "average every 4 steps"):
-        assert re.search(rf"  {variant} +[\d.]+ ms/step  \(min [\d.]+, max [\d.]+\) +[+-][\d.]+ %", out)
+        assert re.search(rf"  {variant} +[\d.]+ ms/step  \(min [\d.]+, max [\d.]+\)  per round [\d.]+x no "
+                         rf"average \(IQR [\d.]+-[\d.]+\)", out)
+    assert re.search(r"  no average .* per round 1\.000x", out)  # each round against itself
+    assert re.search(r"ema_decay 0.998, \d+ averaged tensors\), 2 interleaved rounds of 4 steps", out)
+
+
+def test_bench_data_refuses_an_empty_ema_block():
+    proc = run_tool("bench_data.py", "-c", "configs/mbv1_cifar.yaml", "--ema-block", "0", check=False)
+    assert proc.returncode != 0 and "--ema-block >= 1" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_bench_data_bad_archive_is_one_line(tmp_path):

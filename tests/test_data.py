@@ -160,6 +160,19 @@ def test_no_crop_padding_leaves_each_image_or_its_mirror(cfg):
     np.testing.assert_array_equal(crops, np.where(flips[:, None, None, None], images[..., ::-1], images))
 
 
+@pytest.mark.parametrize("switch_off, key, value, message", [
+    ({"augment": False}, "cutout", 8, "DataLoader.cutout=8 has no effect while DataLoader.augment=false; set "
+                                      "DataLoader.augment=true, or set DataLoader.cutout=0"),
+    ({}, "progressive_start", 0.3, "DataLoader.progressive_start=0.3 has no effect while "
+                                   "DataLoader.progressive_min_size=0; set DataLoader.progressive_min_size (e.g. 16, "
+                                   "below DataLoader.image_size), or set DataLoader.progressive_start=0.5"),
+])
+def test_a_key_of_a_switched_off_feature_names_both_fixes(cfg, switch_off, key, value, message):
+    with pytest.raises(DataError) as raised:
+        _with(cfg, **switch_off, **{key: value})
+    assert str(raised.value) == message
+
+
 @pytest.mark.parametrize("key, value", [("crop_padding", 2), ("flip", "alternate")])
 def test_augmentation_keys_need_augment(cfg, key, value):
     with pytest.raises(DataError, match=f"DataLoader.{key}={value} .*DataLoader.augment=true"):

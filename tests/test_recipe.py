@@ -121,7 +121,7 @@ def test_ema_update_swap_and_checkpoint_round_trip():
     np.testing.assert_array_equal(other.shadow["0.weight"].numpy(), ema.shadow["0.weight"].numpy())
 
 
-def test_ema_averages_every_fourth_step_with_the_decay_of_four():
+def test_ema_averages_every_fourth_step_over_the_four_decays():
     model = _conv_bn()
     ema = ModelEma(model, decay=0.9)  # the default interval, 4 steps
     start = model[0].weight.numpy().copy()
@@ -130,10 +130,9 @@ def test_ema_averages_every_fourth_step_with_the_decay_of_four():
         ema.update()
     np.testing.assert_array_equal(ema.shadow["0.weight"].numpy(), start)  # steps 1-3 only count
     ema.update()
-    decay = min(0.9, 4 / 13) ** 4  # the per-step decay after 3 steps, over four steps
-    np.testing.assert_allclose(ema.shadow["0.weight"].numpy(), decay * start + (1 - decay) * (start + 1.0),
-                               rtol=1e-6)
-    assert (ema.steps, ema.updates) == (4, 1)
+    kept = (1 / 10) * (2 / 11) * (3 / 12) * (4 / 13)  # each step's warm-up decay min(0.9, s / (9 + s))
+    np.testing.assert_allclose(ema.shadow["0.weight"].numpy(), kept * start + (1 - kept) * (start + 1.0), rtol=1e-6)
+    assert (ema.steps, ema.averaged_at, ema.updates) == (4, 4, 1)
 
     ema.update()  # a checkpoint between averages resumes the count: the next average comes at step 8 in both
     resumed = ModelEma(model, decay=0.9)
@@ -141,12 +140,39 @@ def test_ema_averages_every_fourth_step_with_the_decay_of_four():
     for average in (ema, resumed):
         for _ in range(3):
             average.update()
-    assert resumed.steps == ema.steps == 8 and resumed.updates == ema.updates == 2
+    assert resumed.averaged_at == ema.averaged_at == 8 and resumed.updates == ema.updates == 2
     np.testing.assert_array_equal(resumed.shadow["0.weight"].numpy(), ema.shadow["0.weight"].numpy())
 
-    older = {key: value for key, value in ema.state_dict().items() if key != "steps"}
-    resumed.set_state_dict(older)  # an older checkpoint averaged on every step: its updates are its steps
-    assert resumed.steps == ema.updates
+
+def test_ema_flush_folds_in_the_steps_since_the_last_average():
+    model = _conv_bn()
+    ema = ModelEma(model, decay=0.9)
+    start = model[0].weight.numpy().copy()
+    model[0].weight.set_value(model[0].weight + 1.0)
+    ema.update()
+    ema.update()
+    ema.flush()  # an epoch ending two steps after an average: both count in what is evaluated
+    kept = (1 / 10) * (2 / 11)
+    np.testing.assert_allclose(ema.shadow["0.weight"].numpy(), kept * start + (1 - kept) * (start + 1.0), rtol=1e-6)
+    after = ema.shadow["0.weight"].numpy().copy()
+    ema.flush()  # nothing new: no change
+    np.testing.assert_array_equal(ema.shadow["0.weight"].numpy(), after)
+    for _ in range(3):
+        ema.update()
+    assert ema.averaged_at == 2  # the next average is four steps after the flush
+    ema.update()
+    assert ema.averaged_at == 6
+
+
+@pytest.mark.parametrize("saved, every, averaged_at", [
+    ({"updates": 7}, 1, 7),  # a run that averaged on every step goes on doing so
+    ({"updates": 1, "steps": 7}, 4, 4),  # one that averaged every 4th step without saving when: at step 4
+])
+def test_ema_resumes_older_checkpoints_as_their_runs_began(saved, every, averaged_at):
+    model = _conv_bn()
+    ema = ModelEma(model, decay=0.9)
+    ema.set_state_dict({"shadow": ema.shadow, **saved})
+    assert (ema.every, ema.steps, ema.averaged_at) == (every, saved.get("steps", 7), averaged_at)
 
 
 class _LeftRight(paddle.nn.Layer):

@@ -9,7 +9,8 @@ batch size, and prints the ratio; it should be well above 1 (>= 5x).
 With --ema-rounds N it also prices the weight average (Global.ema_decay): the trainer's step
 (the config's optimizer, schedule and loss) without it, averaging after every step, and averaging
 every EMA_EVERY-th step (what the trainer does), in N interleaved rounds of --ema-block steps
-each, as medians with the spread.
+each (the order rotating from round to round), as medians with the spread, and each variant's
+time over the no-average time of the same round (median and interquartile range).
 """
 import argparse
 import itertools
@@ -29,8 +30,10 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--ema-rounds", type=int, default=0, help="interleaved rounds pricing the weight average")
-    p.add_argument("--ema-block", type=int, default=15, help="training steps per variant and round")
+    p.add_argument("--ema-block", type=int, default=16, help="training steps per variant and round")
     args = p.parse_args(argv)
+    if args.ema_rounds < 0 or args.ema_block < 1:
+        p.error(f"--ema-rounds must be >= 0 and --ema-block >= 1 (got {args.ema_rounds} and {args.ema_block})")
     try:
         cfg = load_config(args.config, args.override)
     except ConfigError as e:
@@ -73,21 +76,41 @@ def main(argv=None):
 
 
 def _ema_overhead(cfg, model, batch, rounds, block):
-    """The trainer's step alone and with the weight average at two intervals, interleaved so that the
-    machine's drift hits every variant alike."""
+    """The trainer's step alone and with the weight average at two intervals, interleaved in a rotating order so
+    that the machine's drift hits every variant alike."""
     import numpy as np
 
     from paddle_mbnet.training.ema import EMA_EVERY, ModelEma
-    from paddle_mbnet.training.loop import _train_step
     from paddle_mbnet.training.optim import build_optimizer
-    from paddle_mbnet.training.runtime import synchronize
 
     optimizer, scheduler = build_optimizer(cfg, model.parameters(), steps_per_epoch=1000, notify=False)
     decay = cfg["Global"]["ema_decay"] or 0.998
     variants = {"no average": None, "average every step": ModelEma(model, decay, every=1),
                 f"average every {EMA_EVERY} steps": ModelEma(model, decay, every=EMA_EVERY)}
+    step = _timed_steps(model, batch, optimizer, scheduler, cfg["Optimizer"]["label_smoothing"])
+    for ema in variants.values():
+        step(ema, EMA_EVERY)  # warm-up, the first averages included
+    names, times = list(variants), {name: [] for name in variants}
+    for round_index in range(rounds):
+        for name in names[round_index % 3:] + names[:round_index % 3]:
+            times[name].append(step(variants[name], block))
+    base = np.array(times["no average"])
+    tensors = len(variants["average every step"].shadow)
+    print(f"trainer step ({cfg['Optimizer']['name']}, ema_decay {decay}, {tensors} averaged tensors), {rounds} "
+          f"interleaved rounds of {block} steps")
+    for name, values in times.items():
+        ratios = np.array(values) / base
+        low, high = np.percentile(ratios, [25, 75])
+        print(f"  {name:24s} {np.median(values):7.1f} ms/step  (min {min(values):.1f}, max {max(values):.1f})  "
+              f"per round {np.median(ratios):.3f}x no average (IQR {low:.3f}-{high:.3f})")
+
+
+def _timed_steps(model, batch, optimizer, scheduler, smoothing):
+    """A function running ``steps`` trainer steps on ``batch`` with a weight average (or None); ms per step."""
+    from paddle_mbnet.training.loop import _train_step
+    from paddle_mbnet.training.runtime import synchronize
+
     images, labels = batch
-    smoothing = cfg["Optimizer"]["label_smoothing"]
     model.train()
 
     def run(ema, steps):
@@ -98,19 +121,7 @@ def _ema_overhead(cfg, model, batch, rounds, block):
         synchronize()
         return (time.perf_counter() - start) / steps * 1e3
 
-    for ema in variants.values():
-        run(ema, 2)  # warm-up
-    times = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, ema in variants.items():
-            times[name].append(run(ema, block))
-    base = np.median(times["no average"])
-    print(f"trainer step ({cfg['Optimizer']['name']}, ema_decay {decay}), {rounds} interleaved rounds of "
-          f"{block} steps")
-    for name, values in times.items():
-        median = np.median(values)
-        print(f"  {name:24s} {median:7.1f} ms/step  (min {min(values):.1f}, max {max(values):.1f})  "
-              f"{(median / base - 1) * 100:+5.1f} %")
+    return run
 
 
 if __name__ == "__main__":

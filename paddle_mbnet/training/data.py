@@ -296,7 +296,7 @@ def _check_progressive(dl_cfg: dict) -> None:
                         f"(0 turns progressive resizing off)")
     if not low:
         _check_unused_keys(dl_cfg, ("progressive_start", "progressive_end"), "DataLoader.progressive_min_size=0",
-                           "set DataLoader.progressive_min_size too")
+                           "set DataLoader.progressive_min_size (e.g. 16, below DataLoader.image_size)")
     if dl_cfg["progressive_end"] < dl_cfg["progressive_start"]:
         raise DataError(f"DataLoader.progressive_end={dl_cfg['progressive_end']} is before "
                         f"DataLoader.progressive_start={dl_cfg['progressive_start']}; set it to at least that")

@@ -13,8 +13,8 @@ import paddle
 from ..errors import CheckpointError, ConfigError
 
 
-# Average every 4th step with the per-step decay to the 4th power: the same time constant at a quarter of the
-# cost (as airbench's weight average); ~140 tensor lerps are a few percent of a CPU training step.
+# Average every 4th step, over the product of the four per-step decays: the same time constant at a quarter of
+# the ~140 tensor lerps, which cost a few percent of a CPU training step (an interval as NeMo's EMA callback has).
 EMA_EVERY = 4
 
 
@@ -22,35 +22,45 @@ class ModelEma:
     def __init__(self, model, decay: float, every: int = EMA_EVERY):
         if not 0.0 < decay < 1.0:
             raise ConfigError(f"Global.ema_decay={decay} must be in (0, 1), or 0 to turn the average off")
+        if every < 1:
+            raise ValueError(f"a weight average every {every} steps: the interval must be at least 1")
         self.decay, self.every = decay, every
-        self.steps, self.updates = 0, 0  # training steps seen, averages taken
+        self.steps, self.averaged_at, self.updates = 0, 0, 0  # training steps seen, at the last average; averages
         live = _float_state(model)
         self.shadow = {name: tensor.detach().clone() for name, tensor in live.items()}
         self._pairs = [(self.shadow[name], tensor) for name, tensor in live.items()]
 
-    def current_decay(self) -> float:
-        """The decay per step now. Short runs: the average must not be dominated by the random init (TF's
-        num_updates rule, counted in steps)."""
-        done = self.steps - 1  # steps before the one just taken: the first average weighs the init by 1/10
-        return min(self.decay, (1 + done) / (10 + done))
+    def step_decay(self, step: int) -> float:
+        """The decay of training step ``step`` (from 1). Short runs: the average must not be dominated by the
+        random init (TF's num_updates rule: the first step weighs the init by 1/10)."""
+        return min(self.decay, step / (9 + step))
 
-    @paddle.no_grad()
     def update(self) -> None:
         """Called after every training step; averages on every ``every``-th."""
         self.steps += 1
-        if self.steps % self.every:
+        if self.steps - self.averaged_at >= self.every:
+            self.flush()
+
+    @paddle.no_grad()
+    def flush(self) -> None:
+        """Fold the steps since the last average in now (before an evaluation or a run's end)."""
+        if self.steps == self.averaged_at:
             return
+        kept = 1.0
+        for step in range(self.averaged_at + 1, self.steps + 1):
+            kept *= self.step_decay(step)
         # One weight tensor for all ~140 lerps: a Python float is turned into a new tensor by every call,
         # which made the update about twice as slow.
-        weight, weights = 1.0 - self.current_decay() ** self.every, {}
+        weights = {}
         for shadow, live in self._pairs:
             if shadow.dtype not in weights:
-                weights[shadow.dtype] = paddle.to_tensor(weight, dtype=shadow.dtype)
+                weights[shadow.dtype] = paddle.to_tensor(1.0 - kept, dtype=shadow.dtype)
             shadow.lerp_(live, weights[shadow.dtype])
-        self.updates += 1
+        self.averaged_at, self.updates = self.steps, self.updates + 1
 
     def state_dict(self) -> dict:
-        return {"shadow": self.shadow, "updates": self.updates, "steps": self.steps, "decay": self.decay}
+        return {"shadow": self.shadow, "updates": self.updates, "steps": self.steps,
+                "averaged_at": self.averaged_at, "every": self.every, "decay": self.decay}
 
     def set_state_dict(self, state: dict) -> None:
         missing = set(self.shadow) - set(state["shadow"])
@@ -59,7 +69,11 @@ class ModelEma:
         for name, tensor in self.shadow.items():
             tensor.set_value(state["shadow"][name])
         self.updates = int(state["updates"])
-        self.steps = int(state.get("steps", self.updates))  # an older checkpoint averaged on every step
+        # a run goes on as it began: checkpoints without "steps" averaged on every step (one update each), those
+        # with "steps" alone every EMA_EVERY-th
+        self.steps = int(state.get("steps", self.updates))
+        self.every = int(state.get("every", EMA_EVERY if "steps" in state else 1))
+        self.averaged_at = int(state.get("averaged_at", self.steps - self.steps % self.every))
 
     @contextlib.contextmanager
     def applied(self, model):

@@ -420,6 +420,8 @@ def _evaluate_epoch(run, cfg, record, writer) -> None:
 def _end_epoch(run, state, history, cfg, train_stats, writer):
     """Evaluate, record, checkpoint and report one trained epoch (rank 0)."""
     epoch = state.epoch
+    if run["ema"] is not None:
+        run["ema"].flush()  # the epoch's last steps count in the weights evaluated and saved
     record = {"epoch": epoch, "train_loss": train_stats["loss"], "train_acc": train_stats["acc"],
               "lr": run["optimizer"].get_lr(), "epoch_time_s": train_stats["time_s"],
               "train_ips": train_stats["ips"],
