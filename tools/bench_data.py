@@ -92,7 +92,7 @@ def _ema_overhead(cfg, model, batch, rounds, block):
         step(ema, EMA_EVERY)  # warm-up, the first averages included
     names, times = list(variants), {name: [] for name in variants}
     for round_index in range(rounds):
-        for name in names[round_index % 3:] + names[:round_index % 3]:
+        for name in names[round_index % len(names):] + names[:round_index % len(names)]:
             times[name].append(step(variants[name], block))
     base = np.array(times["no average"])
     tensors = len(variants["average every step"].shadow)
