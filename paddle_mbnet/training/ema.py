@@ -69,11 +69,10 @@ class ModelEma:
         for name, tensor in self.shadow.items():
             tensor.set_value(state["shadow"][name])
         self.updates = int(state["updates"])
-        # a run goes on as it began: checkpoints without "steps" averaged on every step (one update each), those
-        # with "steps" alone every EMA_EVERY-th
+        # a run goes on as it began: an older checkpoint's run averaged on every step, one update per step
         self.steps = int(state.get("steps", self.updates))
-        self.every = int(state.get("every", EMA_EVERY if "steps" in state else 1))
-        self.averaged_at = int(state.get("averaged_at", self.steps - self.steps % self.every))
+        self.every = int(state.get("every", 1))
+        self.averaged_at = int(state.get("averaged_at", self.steps))
 
     @contextlib.contextmanager
     def applied(self, model):
