@@ -35,10 +35,19 @@ def test_yaml_then_overrides(tmp_path):
     ("Optimizer.name=SGD", "Optimizer.name='SGD' is not one of 'Adam', 'AdamW', 'Momentum'"),
     ("Global.epochs", "must look like Section.key=value"),
     ("Global.epochs=__import__('os')", "must be a int"),
+    ("Global.ema_decay=1.0", r"Global.ema_decay=1.0 is out of range: it must be >= 0.0 and < 1.0"),
+    ("DataLoader.progressive_end=1.5", r"progressive_end=1.5 is out of range: it must be >= 0.0 and <= 1.0"),
 ])
 def test_bad_overrides(override, match):
     with pytest.raises(ConfigError, match=match):
         load_config(None, [override])
+
+
+def test_an_upper_bound_can_be_inclusive():
+    """progressive_end=1.0 is a real choice (only the last epoch at full size); most upper bounds are open."""
+    assert load_config(None, ["DataLoader.progressive_end=1.0"])["DataLoader"]["progressive_end"] == 1.0
+    with pytest.raises(ConfigError, match="progressive_start=1.0 is out of range"):
+        load_config(None, ["DataLoader.progressive_start=1.0"])
 
 
 def test_yaml_exponents_without_a_dot_are_numbers(tmp_path):

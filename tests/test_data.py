@@ -191,6 +191,8 @@ def test_progressive_resizing_holds_then_grows_in_steps_to_full_size(cfg):
     assert _sizes(cfg, 1, progressive_min_size=24) == [32]  # a 1-epoch run ends at 100 %: full size
     assert _sizes(cfg, 6, progressive_min_size=0) == [32] * 6
     assert _sizes(cfg, 4, progressive_min_size=16, progressive_start=0.0, progressive_end=0.99) == [20, 24, 28, 32]
+    assert _sizes(cfg, 4, progressive_min_size=16, progressive_start=0.0, progressive_end=1.0) == [20, 24, 28, 32]
+    assert _sizes(cfg, 4, progressive_min_size=16, progressive_start=0.25, progressive_end=1.0) == [16, 20, 24, 32]
     # 75 % lies exactly on the 28-px step (8 + 24 * 0.25 / 0.3), which float division puts a hair below
     assert _sizes(cfg, 4, progressive_min_size=8, progressive_start=0.5, progressive_end=0.8) == [8, 8, 28, 32]
 

@@ -55,7 +55,7 @@ def min_input_size(spec: str, input_size: int) -> int:
     from ..models.registry import BASELINE_MIN_INPUT
 
     name, kwargs = parse_spec(spec)
-    if not get_entry(name).mobilenet_options:
+    if not get_entry(name).mobilenet_options:  # the value build_model sets, without building a VGG or ResNet-152
         return BASELINE_MIN_INPUT
     return build(spec, input_size).min_input_size
 

@@ -90,7 +90,8 @@ CHOICES = {
 }
 
 
-# Bounds of numeric keys: (lowest, highest, whether the lowest itself is allowed); None = unbounded.
+# Bounds of numeric keys: (lowest, highest, whether the lowest itself is allowed[, whether the highest is; no if
+# left out]); None = unbounded.
 RANGES = {
     ("Global", "epochs"): (1, None, True), ("Global", "max_steps"): (0, None, True),
     ("Global", "num_threads"): (0, None, True),
@@ -106,7 +107,7 @@ RANGES = {
     ("DataLoader", "val_size"): (0, None, True), ("DataLoader", "train_size"): (0, None, True),
     ("DataLoader", "test_size"): (0, None, True), ("DataLoader", "cutout"): (0, 32, True),
     ("DataLoader", "crop_padding"): (0, 16, True), ("DataLoader", "progressive_min_size"): (0, None, True),
-    ("DataLoader", "progressive_start"): (0.0, 1.0, True), ("DataLoader", "progressive_end"): (0.0, 1.0, True),
+    ("DataLoader", "progressive_start"): (0.0, 1.0, True), ("DataLoader", "progressive_end"): (0.0, 1.0, True, True),
 }
 
 
@@ -128,7 +129,7 @@ HELP = {
     "Global.eval_test": "evaluate the test set after every epoch (reported, never used to pick `best`); "
                         "either way the end of a run evaluates it on the `best` weights",
     "Global.ema_decay": "evaluate, select and save an exponential moving average of the weights (decay per "
-                        "step, e.g. 0.999, applied as its 4th power every 4th step); 0 = off",
+                        "step, e.g. 0.999; folded in every few steps at the same time constant); 0 = off",
     "Global.eval_tta": "also report test accuracy with horizontal-flip test-time augmentation (`test_acc_tta`; "
                        "selection and `test_acc` stay plain)",
     "Arch.name": "a registry name: `mobilenet_v1`, `mobilenet_v2`, `mobilenet_v1_conv`, `vgg16`, `vgg19`, "
@@ -246,11 +247,13 @@ def _check_value(section: str, key: str, value):
 def _check_range(section: str, key: str, value) -> None:
     if (section, key) not in RANGES:
         return
-    low, high, low_allowed = RANGES[(section, key)]
+    low, high, low_allowed, *high_allowed = RANGES[(section, key)]
+    high_allowed = bool(high_allowed and high_allowed[0])
     too_low = value < low or (value == low and not low_allowed)
-    too_high = high is not None and value >= high
+    too_high = high is not None and (value > high or (value == high and not high_allowed))
     if too_low or too_high or value != value:  # value != value: NaN
-        bounds = f"{'>=' if low_allowed else '>'} {low}" + (f" and < {high}" if high is not None else "")
+        bounds = f"{'>=' if low_allowed else '>'} {low}" + \
+            (f" and {'<=' if high_allowed else '<'} {high}" if high is not None else "")
         raise ConfigError(f"{section}.{key}={value!r} is out of range: it must be {bounds}")
 
 

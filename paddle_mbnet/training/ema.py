@@ -14,7 +14,7 @@ from ..errors import CheckpointError, ConfigError
 
 
 # Average every 4th step, over the product of the four per-step decays: the same time constant at a quarter of
-# the ~140 tensor lerps, which cost a few percent of a CPU training step (an interval as NeMo's EMA callback has).
+# the ~140 tensor lerps, which cost a few percent of a CPU training step (docs/performance.md).
 EMA_EVERY = 4
 
 
