@@ -10,6 +10,7 @@ import numpy as np
 import paddle
 
 from ..cpu import blas as cpu_blas
+from ..cpu import denormals as cpu_denormals
 from ..cpu import memory as cpu_memory
 from ..training.runtime import synchronize
 
@@ -27,7 +28,8 @@ def env_header() -> str:
         gpu = f", GPU {paddle.device.cuda.get_device_name()}, CUDA {paddle.version.cuda()}"
     return (f"device {device}{gpu}, CPU {cpu} ({os.cpu_count()} logical cores), "
             f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, paddle {paddle.__version__}, "
-            f"python {platform.python_version()}; {cpu_memory.describe()}; {cpu_blas.describe()}")
+            f"python {platform.python_version()}; {cpu_memory.describe()}; {cpu_blas.describe()}; "
+            f"{cpu_denormals.describe()}")
 
 
 def time_fn(fn, warmup: int = 2, repeats: int = 5) -> np.ndarray:

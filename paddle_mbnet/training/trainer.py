@@ -29,6 +29,7 @@ import paddle
 from paddle.io import DataLoader, DistributedBatchSampler
 
 from ..cpu import blas as cpu_blas
+from ..cpu import denormals as cpu_denormals
 from ..cpu import memory as cpu_memory
 from ..errors import ArgumentError, ConfigError, DataError
 from ..models.registry import build_model
@@ -180,6 +181,7 @@ def _setup(cfg) -> dict:
     if device == "cpu":
         paddle.base.core.set_num_threads(threads)
         cpu_memory.keep_freed_memory()
+        cpu_denormals.flush_denormals()
     out, lock = glob_cfg["output_dir"], None
     ckpt = _resume_checkpoint(cfg) if glob_cfg["resume"] else None
     if rank0:
@@ -302,7 +304,8 @@ def _print_header(run, cfg):
     train_n, val_n, test_n = run["sizes"]
     print(f"model {cfg['Arch']['name']} ({impls}) on {run['device']}, threads={run['threads']}, "
           f"train/val/test = {train_n}/{val_n}/{test_n}, output {run['out']}"
-          + (f"; {cpu_memory.describe()}; {cpu_blas.describe()}" if run["device"] == "cpu" else ""), flush=True)
+          + (f"; {cpu_memory.describe()}; {cpu_blas.describe()}; {cpu_denormals.describe()}"
+             if run["device"] == "cpu" else ""), flush=True)
 
 
 def _open_writer(run):

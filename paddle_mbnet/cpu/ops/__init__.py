@@ -1,6 +1,6 @@
 """Our CPU operators, Paddle custom C++ operators built into one library: a depthwise convolution for NCHW
-(depthwise_conv2d.cc) and channels-last NHWC (depthwise_conv2d_nhwc.cc) tensors, and BatchNorm fused with its
-activation in either layout (batchnorm_act.cc).
+(depthwise_conv2d.cc) and channels-last NHWC (depthwise_conv2d_nhwc.cc) tensors, BatchNorm fused with its
+activation in either layout (batchnorm_act.cc), and the switch for flushing denormal floats (float_mode.cc).
 
 They are compiled with ``paddle.utils.cpp_extension.load`` on first use and cached
 under ``$PADDLE_MBNET_CACHE`` (default ``~/.cache/paddle_mbnet/ops``), keyed by
@@ -29,7 +29,7 @@ import paddle
 from ...errors import ArgumentError
 
 _SOURCES = [os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
-            for name in ("depthwise_conv2d.cc", "depthwise_conv2d_nhwc.cc", "batchnorm_act.cc")]
+            for name in ("depthwise_conv2d.cc", "depthwise_conv2d_nhwc.cc", "batchnorm_act.cc", "float_mode.cc")]
 _lock = threading.Lock()
 _state: dict = {}
 
@@ -185,3 +185,14 @@ def batchnorm_act(x, weight, bias, mean, variance, epsilon: float, training: boo
         custom_ops_available(required=True, keyword="batchnorm")
     return module.mbnet_batchnorm_act(x, weight, bias, mean, variance, float(epsilon), bool(training),
                                       ACTIVATIONS[act], bool(channels_last))
+
+
+def set_float_mode(flush: bool) -> tuple[bool, int]:
+    """Turn flush-to-zero + denormals-are-zero on (or off) for this thread and paddle's OpenMP pool.
+
+    Returns (whether the calling thread's bits are now set, how many pool threads disagree with it)."""
+    module = _load()
+    if module is None:
+        custom_ops_available(required=True, keyword="float_mode")
+    bits, mismatches = module.mbnet_float_mode(paddle.zeros([1]), bool(flush)).numpy().tolist()
+    return bits != 0, int(mismatches)
