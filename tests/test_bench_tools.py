@@ -4,6 +4,7 @@ import re
 import numpy as np
 import pytest
 
+from paddle_mbnet.cpu.ops import custom_ops_available
 from paddle_mbnet.training.data import write_tiny_cifar10
 from helpers import run_tool
 
@@ -58,6 +59,21 @@ def test_bench_data_prints_the_pipeline_to_training_ratio(tmp_path):
         assert re.search(rf"  {variant} +[\d.]+ ms/step  \(min [\d.]+, max [\d.]+\)  per round [\d.]+x no "
                          rf"average \(IQR [\d.]+-[\d.]+\)", out)
     assert re.search(r"ema_decay 0.998, \d+ averaged tensors\), 2 interleaved rounds of 4 steps", out)
+
+
+@pytest.mark.skipif(not custom_ops_available(), reason="flushing needs the project's CPU operators")
+def test_bench_denormals_times_every_copy_and_says_when_the_state_has_none(tmp_path):
+    archive = write_tiny_cifar10(str(tmp_path / "c.tar.gz"), 64, 10)
+    run = tmp_path / "run"
+    run_tool("train.py", "-c", "configs/mbv1_cifar.yaml", "-o", f"DataLoader.data_file={archive}",
+             "-o", f"Global.output_dir={run}", "-o", "Global.epochs=1", "-o", "DataLoader.batch_size=16",
+             "-o", "DataLoader.val_size=16", "-o", "Arch.scale=0.25", "-o", "Optimizer.warmup_epochs=0")
+    out = run_tool("bench_denormals.py", run, "--threads", "1", "--rounds", "2", "--steps", "1").stdout
+    assert re.search(r"\(epoch 1, step 3\): mobilenet_v1, AdamW, batch 16 at 32 px; denormal entries in the "
+                     r"optimizer state: 0 of \d+ \(0.0 %\)", out)
+    assert "note: no denormals in this state" in out  # a flushed run's state: nothing to compare
+    for copy in ("trained, flushed", "trained, IEEE denormals", "fresh, flushed"):
+        assert re.search(rf"{copy} +[\d.]+ +[\d.]+ +[\d.]+ +\d+ +[\d.]+$", out, re.M), copy
 
 
 def test_bench_data_refuses_an_empty_ema_block():

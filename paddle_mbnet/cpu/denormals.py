@@ -1,43 +1,36 @@
 """Flush denormal floats to zero while training on the CPU.
 
-Why: Adam's moment estimates of weights that stop receiving gradient (the pointwise weights reading a channel that
-ReLU has switched off, rows of the classifier) decay geometrically, and with beta2 = 0.999 they spend thousands of
-steps in float32's denormal range (below 1.2e-38). x86 CPUs compute with denormal operands through a slow microcode
-path, so the optimizer's update, cheap at the start of a run, grows several times slower as more of its state turns
-denormal, and the training step slows down epoch after epoch (measured in docs/performance.md). Such values are
-far below anything that changes an update (Adam divides by sqrt(v) + 1e-8), so reading and writing them as zero
-changes no result that matters; PyTorch users get the same with ``torch.set_flush_denormal(True)``.
+Why: Adam's moment estimates of weights that get no gradient (in a trained MobileNetV1, many of the last blocks'
+1x1 weights and of the classifier's) shrink geometrically into float32's denormal range (below 1.2e-38). x86
+CPUs compute with denormal operands through a slow microcode path, so the optimizer's update grows slower as more
+of its state turns denormal, and so do a run's later epochs (measured in docs/performance.md). Values that small
+change no update that matters (Adam divides by sqrt(v) + 1e-8); PyTorch offers the same switch as
+``torch.set_flush_denormal(True)``.
 
-``flush_denormals()`` sets the CPU's FTZ and DAZ bits on the calling thread and on paddle's OpenMP pool through the
-project's operator library (float_mode.cc). ``PADDLE_MBNET_DENORMALS=keep`` turns it off. Without the operators
-(no compiler) it does nothing and says so in ``describe()``.
+``flushed()`` sets the CPU's flush-to-zero and denormals-are-zero bits on the calling thread and paddle's OpenMP
+pool for the length of a block (a training run) and puts the previous mode back after it, through the project's
+operator library (float_mode.cc): the bits are per thread, so Python cannot set them. It builds that library on
+first use, also for runs that use paddle's kernels. ``PADDLE_MBNET_DENORMALS=keep`` turns flushing off; without
+the operators (no compiler) denormals are kept, and ``describe()`` says why.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
-_state = {"active": False, "reason": "not requested"}
+from . import ops
+
+_state = {"reason": "not requested"}  # why denormals are kept, for describe()
 
 
-def flush_denormals() -> bool:
-    """Apply the setting for this process (idempotent); returns whether it is active."""
-    if _state["active"]:
-        return True
+def _can_flush() -> bool:
     if os.environ.get("PADDLE_MBNET_DENORMALS", "") == "keep":
         _state["reason"] = "PADDLE_MBNET_DENORMALS=keep"
         return False
-    from .ops import _load, set_float_mode
-
-    if _load() is None:
+    if not ops.buildable():
         _state["reason"] = "the project's CPU operators did not build"
         return False
-    _cache_numpy_float_limits()
-    flushed, disagreeing = set_float_mode(True)
-    _state["active"] = flushed and disagreeing == 0
-    if not _state["active"]:
-        _state["reason"] = "this CPU has no flush-to-zero switch" if not flushed else (
-            f"{disagreeing} OpenMP threads kept denormals")
-    return _state["active"]
+    return True
 
 
 def _cache_numpy_float_limits() -> None:
@@ -49,16 +42,45 @@ def _cache_numpy_float_limits() -> None:
         np.finfo(dtype)
 
 
-def keep_denormals() -> None:
-    """Undo ``flush_denormals()`` (IEEE denormals again), for tests and comparisons."""
-    from .ops import _load, set_float_mode
+def flush_denormals() -> bool:
+    """Flush on this thread and the pool until ``keep_denormals()``; returns whether every thread took it."""
+    if not _can_flush():
+        return False
+    _cache_numpy_float_limits()
+    _, flushing, differing = ops.float_mode("flush")
+    if flushing and not differing:
+        return True
+    ops.float_mode("ieee")  # all or nothing: the header must not claim a setting half the threads lack
+    _state["reason"] = (f"{differing} OpenMP threads did not take the setting" if flushing
+                        else "not implemented for this CPU architecture")
+    return False
 
-    if _load() is not None:
-        set_float_mode(False)
-    _state["active"], _state["reason"] = False, "turned off"
+
+def keep_denormals() -> None:
+    """IEEE denormals again on this thread and the pool."""
+    if ops.built():
+        ops.float_mode("ieee")
+    _state["reason"] = "turned off"
+
+
+@contextlib.contextmanager
+def flushed(enabled: bool = True):
+    """Flush inside the block (yields whether it took), then restore the mode this thread had before: a process
+    that trains and then goes on (a notebook, the test suite) gets back the arithmetic it had."""
+    if not enabled or not _can_flush():
+        yield False
+        return
+    was_flushing = ops.float_mode("read")[0]
+    took = flush_denormals()
+    try:
+        yield took
+    finally:
+        if not was_flushing:
+            keep_denormals()
+            _state["reason"] = "not requested"
 
 
 def describe() -> str:
-    if _state["active"]:
+    if ops.built() and ops.float_mode("read")[1]:
         return "denormal floats flushed to zero (PADDLE_MBNET_DENORMALS=keep turns it off)"
     return f"denormal floats kept ({_state['reason']})"

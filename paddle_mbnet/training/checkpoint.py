@@ -7,6 +7,7 @@ import copyreg
 import os
 import pickle
 import shutil
+import warnings
 
 import numpy as np
 import paddle
@@ -79,6 +80,14 @@ def rename_optimizer_state(opt_state: dict, layer, to_structured: bool) -> dict:
         new = next((b + key[len(a):] for a, b in pairs if key.startswith(a + "_")), key)
         out[new] = value
     return out
+
+
+def load_optimizer_state(optimizer, scheduler, ckpt: dict, layer) -> None:
+    """Put a checkpoint's optimizer and schedule states into ``optimizer`` / ``scheduler`` built for ``layer``."""
+    with warnings.catch_warnings():  # paddle's LinearWarmup calls its own nested scheduler's entry "unused"
+        warnings.filterwarnings("ignore", message="There are some unused values in state_dict")
+        optimizer.set_state_dict(rename_optimizer_state(ckpt["optimizer"], layer, to_structured=False))
+        scheduler.set_state_dict(ckpt["scheduler"])
 
 
 def save_checkpoint(path, model, optimizer, scheduler, scaler, state, cfg, ema=None, extra=None):

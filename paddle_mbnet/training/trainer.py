@@ -22,7 +22,6 @@ import signal
 import sys
 import threading
 import time
-import warnings
 
 import numpy as np
 import paddle
@@ -40,7 +39,7 @@ from .checkpoint import (
     checkpoint_weights,
     copy_checkpoint,
     load_checkpoint,
-    rename_optimizer_state,
+    load_optimizer_state,
     save_checkpoint,
 )
 from .config import apply_overrides, check_resumable, resolve_threads, run_dir_of, save_config
@@ -155,12 +154,13 @@ def main(cfg, progress=True) -> dict:
     started = time.perf_counter()
     run = _setup(cfg)
     try:
-        state, history = _restore(run, cfg)
-        if run["rank0"]:
-            save_config(cfg, os.path.join(run["out"], "config.yaml"))
-            _print_header(run, cfg)
-        interrupted = _train_epochs(run, state, history, cfg, progress)
-        summary = _finish(run, state, history, cfg, interrupted, started)
+        with cpu_denormals.flushed(enabled=run["device"] == "cpu"):
+            state, history = _restore(run, cfg)
+            if run["rank0"]:
+                save_config(cfg, os.path.join(run["out"], "config.yaml"))
+                _print_header(run, cfg)
+            interrupted = _train_epochs(run, state, history, cfg, progress)
+            summary = _finish(run, state, history, cfg, interrupted, started)
     finally:
         if run["lock"] is not None:
             run["lock"].release()
@@ -181,7 +181,6 @@ def _setup(cfg) -> dict:
     if device == "cpu":
         paddle.base.core.set_num_threads(threads)
         cpu_memory.keep_freed_memory()
-        cpu_denormals.flush_denormals()
     out, lock = glob_cfg["output_dir"], None
     ckpt = _resume_checkpoint(cfg) if glob_cfg["resume"] else None
     if rank0:
@@ -287,10 +286,7 @@ def _load_states(run, ckpt) -> None:
         raise ConfigError(f"{ckpt['path']} holds another network (no {missing[0]}); resume with the run's own "
                           f"config")
     layer.set_state_dict(ckpt["model"])
-    with warnings.catch_warnings():  # paddle's LinearWarmup calls its own nested scheduler's entry "unused"
-        warnings.filterwarnings("ignore", message="There are some unused values in state_dict")
-        run["optimizer"].set_state_dict(rename_optimizer_state(ckpt["optimizer"], layer, to_structured=False))
-        run["scheduler"].set_state_dict(ckpt["scheduler"])
+    load_optimizer_state(run["optimizer"], run["scheduler"], ckpt, layer)
     if run["ema"] is not None and ckpt.get("ema"):
         run["ema"].set_state_dict(ckpt["ema"])
     if run["scaler"] is not None and ckpt.get("scaler"):

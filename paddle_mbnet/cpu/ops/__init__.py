@@ -187,12 +187,28 @@ def batchnorm_act(x, weight, bias, mean, variance, epsilon: float, training: boo
                                       ACTIVATIONS[act], bool(channels_last))
 
 
-def set_float_mode(flush: bool) -> tuple[bool, int]:
-    """Turn flush-to-zero + denormals-are-zero on (or off) for this thread and paddle's OpenMP pool.
 
-    Returns (whether the calling thread's bits are now set, how many pool threads disagree with it)."""
+FLOAT_MODES = {"ieee": 0, "flush": 1, "read": 2}  # the operator's ``mode`` codes
+_FLUSH_BITS = 0x8000 | 0x0040  # MXCSR's flush-to-zero and denormals-are-zero bits, both set when flushing
+
+
+def built() -> bool:
+    """Whether the operator library is loaded in this process (without building it)."""
+    return _state.get("module") is not None
+
+
+def buildable() -> bool:
+    """Build (once) and report whether the library loads, without the notice of ``custom_ops_available``."""
+    return _load() is not None
+
+
+def float_mode(mode: str) -> tuple[bool, bool, int]:
+    """Set ("ieee", "flush") or only read ("read") how this thread and paddle's OpenMP pool treat denormal floats.
+
+    Returns (flushing before, flushing after, pool threads whose bits differ from this thread's afterwards)."""
     module = _load()
     if module is None:
-        custom_ops_available(required=True, keyword="float_mode")
-    bits, mismatches = module.mbnet_float_mode(paddle.zeros([1]), bool(flush)).numpy().tolist()
-    return bits != 0, int(mismatches)
+        raise RuntimeError(f"the project's CPU operators did not build: {_state['error']}")
+    # the operator needs an input tensor; it reads none
+    before, after, differing = module.mbnet_float_mode(paddle.zeros([1]), FLOAT_MODES[mode]).numpy().tolist()
+    return before == _FLUSH_BITS, after == _FLUSH_BITS, int(differing)
