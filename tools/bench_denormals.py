@@ -110,11 +110,12 @@ def main(argv=None):
     from paddle_mbnet.analysis.benchmark import env_header
     from paddle_mbnet.cpu import denormals, memory
     from paddle_mbnet.training.checkpoint import load_checkpoint
+    from paddle_mbnet.training.config import apply_overrides
 
     paddle.base.core.set_num_threads(args.threads)
     memory.keep_freed_memory()  # as tools/train.py runs
     ckpt = load_checkpoint(args.run)
-    cfg = ckpt["config"]
+    cfg = apply_overrides(ckpt["config"])  # keys added since the run take their defaults
     copies = {name: load_copy(ckpt, trained=name.startswith("trained")) for name in COPIES}
     found, total = denormal_share(copies[COPIES[0]]["optimizer"])
     if not denormals.flush_denormals():
