@@ -69,7 +69,7 @@ def test_bench_denormals_times_every_copy_and_says_when_the_state_has_none(tmp_p
              "-o", f"Global.output_dir={run}", "-o", "Global.epochs=1", "-o", "DataLoader.batch_size=16",
              "-o", "DataLoader.val_size=16", "-o", "Arch.scale=0.25", "-o", "Optimizer.warmup_epochs=0")
     out = run_tool("bench_denormals.py", run, "--threads", "1", "--rounds", "2", "--steps", "1").stdout
-    assert re.search(r"\(epoch 1, step 3\): mobilenet_v1, AdamW, batch 16 at 32 px; denormal entries in the "
+    assert re.search(r"\(epoch 1, step \d+\): mobilenet_v1, AdamW, batch 16 at 32 px; denormal entries in the "
                      r"optimizer state: 0 of \d+ \(0.0 %\)", out)
     assert "note: no denormals in this state" in out  # a flushed run's state: nothing to compare
     for copy in ("trained, flushed", "trained, IEEE denormals", "fresh, flushed"):
