@@ -187,7 +187,6 @@ def batchnorm_act(x, weight, bias, mean, variance, epsilon: float, training: boo
                                       ACTIVATIONS[act], bool(channels_last))
 
 
-
 FLOAT_MODES = {"ieee": 0, "flush": 1, "read": 2}  # the operator's ``mode`` codes
 _FLUSH_BITS = 0x8000 | 0x0040  # MXCSR's flush-to-zero and denormals-are-zero bits, both set when flushing
 
