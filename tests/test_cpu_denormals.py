@@ -78,3 +78,17 @@ def test_the_environment_keeps_denormals():
     code = "from paddle_mbnet.cpu import denormals; print(denormals.flush_denormals()); print(denormals.describe())"
     assert _run(code, PADDLE_MBNET_DENORMALS="keep") == ["False", "denormal", "floats", "kept",
                                                            "(PADDLE_MBNET_DENORMALS=keep)"]
+
+
+def test_a_failed_flush_is_undone_and_its_reason_outlives_the_block(monkeypatch):
+    monkeypatch.delenv("PADDLE_MBNET_DENORMALS", raising=False)
+    real = denormals.ops.float_mode
+
+    def one_pool_thread_refuses(mode):
+        before, after, _ = real(mode)
+        return before, after, 1 if mode == "flush" else 0
+
+    monkeypatch.setattr(denormals.ops, "float_mode", one_pool_thread_refuses)
+    with denormals.flushed() as took:
+        assert not took and not real("read")[1]  # all or nothing: this thread is back to IEEE too
+    assert denormals.describe() == "denormal floats kept (1 OpenMP threads did not take the setting)"

@@ -54,6 +54,24 @@ def test_run_directory_contents(full_run):
     assert ckpt["epoch"] == 2 and ckpt["step"] == 8  # 64 training images / 16
 
 
+@pytest.mark.skipif(not custom_ops_available(), reason="the project's CPU operators did not build")
+def test_a_run_flushes_denormals_while_training_and_restores_the_mode_after(archive, tmp_path, monkeypatch):
+    from paddle_mbnet.cpu import ops
+
+    monkeypatch.delenv("PADDLE_MBNET_DENORMALS", raising=False)
+    flushing_per_epoch, real = [], trainer.train_one_epoch
+
+    def recording(*args, **kwargs):
+        flushing_per_epoch.append(ops.float_mode("read")[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_one_epoch", recording)
+    assert not ops.float_mode("read")[1]
+    trainer.main(_cfg(archive, str(tmp_path), epochs=1, Arch__scale=0.125), progress=False)
+    assert flushing_per_epoch == [True]
+    assert not ops.float_mode("read")[1]
+
+
 def _interrupt_on_call(monkeypatch, call, batches=0):
     """Make train_one_epoch raise KeyboardInterrupt (as Ctrl-C would) on its ``call``-th call,
     after training ``batches`` batches of that epoch."""

@@ -75,7 +75,7 @@ def flushed(enabled: bool = True):
     try:
         yield took
     finally:
-        if not was_flushing:
+        if took and not was_flushing:  # a failed flush is already undone, and its reason stays for describe()
             keep_denormals()
             _state["reason"] = "not requested"
 
