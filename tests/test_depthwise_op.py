@@ -147,8 +147,10 @@ def test_a_failed_build_falls_back_with_one_notice_and_names_the_compiler_error(
     with the compiler's own message."""
     package = tmp_path / "paddle_mbnet"
     shutil.copytree(os.path.dirname(pm.__file__), package, ignore=shutil.ignore_patterns("__pycache__"))
-    with open(package / "cpu" / "ops" / "batchnorm_act.cc", "a") as f:
-        f.write("\n#error deliberately broken source\n")
+    # A missing header ends each compile at once; the build compiles every source, and a later error costs the
+    # full compile of the others.
+    for source in (package / "cpu" / "ops").glob("*.cc"):
+        source.write_text('#include "deliberately_broken_source.h"\n' + source.read_text())
     code = ("import paddle_mbnet as pm\n"
             "m = pm.build_model('mobilenet_v1', num_classes=10, small_input=True, scale=0.25)\n"
             "print(m.depthwise_impl, m.batchnorm_impl)\n"
@@ -158,7 +160,7 @@ def test_a_failed_build_falls_back_with_one_notice_and_names_the_compiler_error(
     assert out.stdout.split() == ["paddle", "paddle"]
     assert out.stderr.count("custom CPU operators unavailable") == 1
     assert out.returncode != 0 and "batchnorm='custom' needs the project's C++ operators" in out.stderr
-    assert "deliberately broken source" in out.stderr
+    assert "deliberately_broken_source.h" in out.stderr
 
 
 @pytest.mark.skipif(not os.path.isfile(os.path.join(os.path.dirname(paddle.__file__), "libs", "libiomp5.so")),
