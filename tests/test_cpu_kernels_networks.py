@@ -10,6 +10,8 @@ import pytest
 import paddle_mbnet as pm
 from paddle_mbnet.cpu import ops
 
+from helpers import shift_batchnorms
+
 pytestmark = pytest.mark.skipif(not ops.custom_ops_available(), reason="no C++ compiler to build the op")
 
 
@@ -24,12 +26,12 @@ def _close(ours, reference, tol=1e-4):
 def test_networks_with_our_operators_match_paddles_kernels(name, size, batch, mode):
     """Forward, every parameter's gradient and (in training) the BatchNorm running statistics, our CPU
     kernels vs paddle's. Outputs and statistics must agree within 1e-4. Gradients are judged against paddle's
-    kernels in float64: in a whole network float32 rounding (~1e-6) moves activations that sit at a ReLU's
-    kink to its other side, which changes those gradient elements outright, and in training at batch 1 a
-    32 px input leaves 4 or 16 values per BatchNorm channel at the end of the network, which magnifies one
-    such flip into percents of every gradient below it. Which float32 side flips is chance, so over five
-    inputs our median error (all gradients as one vector, relative to the float64 one) must be within twice
-    paddle's float32 median error plus 1e-3."""
+    kernels in float64, with every BatchNorm's shift set to 2 (``helpers.shift_batchnorms``): at the default 0, in
+    training at batch 1 or 2, a channel that is nearly constant over its few values normalises to rounding noise
+    sitting on the ReLU's kink, so float32 rounding decides its mask and the BatchNorm's 1/sqrt(eps) then
+    magnifies that into percents of every gradient below it, in paddle's float32 kernels as in ours, at random
+    (in 30-60 % of inputs on an AMD EPYC VM). Over five inputs our median error (all gradients as one vector,
+    relative to the float64 one) must be within twice paddle's float32 median error plus 1e-4."""
     kwargs = {"num_classes": 10, "small_input": size == 32, "scale": 0.25 if size == 224 else 0.5}
     errors = {"ours": [], "ours NCHW": [], "paddle": []}
     for seed in range(5):
@@ -39,6 +41,7 @@ def test_networks_with_our_operators_match_paddles_kernels(name, size, batch, mo
         models["custom NCHW"] = pm.build_model(name, depthwise="custom", pointwise="auto", batchnorm="custom",
                                                layout="NCHW", **kwargs)
         models["exact"] = pm.build_model(name, depthwise="paddle", pointwise="paddle", batchnorm="paddle", **kwargs)
+        shift_batchnorms(models["custom"])
         for model in models.values():
             model.set_state_dict(models["custom"].state_dict())
         models["exact"].to(dtype="float64")
@@ -61,7 +64,7 @@ def test_networks_with_our_operators_match_paddles_kernels(name, size, batch, mo
             flat = np.concatenate([g.ravel() for _, g in sorted(runs[impl]["grads"].items())])
             errors[label].append(np.linalg.norm(flat - exact) / np.linalg.norm(exact))
     for ours in ("ours", "ours NCHW"):
-        assert np.median(errors[ours]) <= 2 * np.median(errors["paddle"]) + 1e-3, errors
+        assert np.median(errors[ours]) <= 2 * np.median(errors["paddle"]) + 1e-4, errors
 
 
 def _run(model, x, mode):
