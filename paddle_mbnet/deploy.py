@@ -56,13 +56,21 @@ def _model_file(prefix: str) -> str:
 
 
 def create_predictor(prefix: str, threads: int = 1, onednn: bool = True, gpu: bool = False, tensorrt: bool = False,
-                     int8_ops=None, ir_optim: bool = True):
+                     int8_ops=None, ir_optim: bool = True, memory_optim: bool = False, onednn_cache: int = 0):
     """A ``paddle.inference`` predictor: oneDNN on CPU, optionally TensorRT on GPU. ``int8_ops`` (operator types)
     runs a quantized model's convolutions with oneDNN's int8 kernels (see ``paddle_mbnet.quantize``).
-    ``ir_optim=False`` skips the graph passes (conv + BatchNorm + activation fusion among them)."""
+    ``ir_optim=False`` skips the graph passes (conv + BatchNorm + activation fusion among them).
+    ``memory_optim`` lets tensors share buffers (``enable_memory_optim``; legacy format only); ``onednn_cache`` > 0
+    bounds oneDNN's
+    cache of compiled kernels to that many input shapes (0: paddle's default). Both are levers
+    tools/bench_deploy.py measures; the defaults are paddle's."""
     from paddle import inference
 
-    config = inference.Config(_model_file(prefix), prefix + ".pdiparams")
+    model_file = _model_file(prefix)
+    if memory_optim and model_file.endswith(".json"):  # paddle 3.3's buffer-sharing pass fails on PIR programs
+        raise ArgumentError("memory_optim runs on the legacy program format only: export with legacy=True "
+                            "(tools/export.py --engine openvino) or leave memory_optim off")
+    config = inference.Config(model_file, prefix + ".pdiparams")
     if gpu:
         config.enable_use_gpu(256, 0)
         if tensorrt:
@@ -77,6 +85,10 @@ def create_predictor(prefix: str, threads: int = 1, onednn: bool = True, gpu: bo
             config.disable_mkldnn()
         if int8_ops:
             config.enable_mkldnn_int8(set(int8_ops))
+        if onednn_cache > 0:
+            config.set_mkldnn_cache_capacity(onednn_cache)
+    if memory_optim:
+        config.enable_memory_optim()
     config.disable_glog_info()
     config.switch_ir_optim(ir_optim)
     predictor = inference.create_predictor(config)

@@ -92,9 +92,11 @@ def test_bench_deploy_checks_every_variant_and_times_onnxruntime_where_installed
 
     proc = run_tool("bench_deploy.py", "--models", "mobilenet_v1", "--input-size", "32", "--threads", "1",
                     "--repeats", "2", "--warmup", "1", "--blocks", "1", check=False)
-    diffs = re.findall(r"mobilenet_v1 +(deploy path|legacy format|no IR passes|no oneDNN|openvino f32) +max abs "
-                       r"diff vs the dynamic model, relative to its largest output (\S+)", proc.stdout)
-    paddle_variants = ["deploy path", "legacy format", "no IR passes", "no oneDNN"]
+    diffs = re.findall(r"mobilenet_v1 +(deploy path|legacy format|no IR passes|legacy \+ memory optim|oneDNN cache 1|"
+                       r"no oneDNN|openvino f32) +max abs diff vs the dynamic model, relative to its largest output (\S+)",
+                       proc.stdout)
+    paddle_variants = ["deploy path", "legacy format", "no IR passes", "legacy + memory optim", "oneDNN cache 1",
+                       "no oneDNN"]
     openvino = importlib.util.find_spec("openvino") is not None
     assert [variant for variant, _ in diffs] == paddle_variants + ["openvino f32"] * openvino, proc.stdout
     assert all(float(diff) < 1e-4 for _, diff in diffs)
@@ -104,7 +106,7 @@ def test_bench_deploy_checks_every_variant_and_times_onnxruntime_where_installed
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert re.search(r"mobilenet_v1 / onnxruntime +[\d.]+ +[\d.]+ +1\.00x", proc.stdout)
         for variant in paddle_variants + ["openvino f32"] * openvino:
-            assert re.search(rf"mobilenet_v1 / {variant} +[\d.]+ +[\d.]+ +[\d.]+x", proc.stdout), variant
+            assert re.search(rf"mobilenet_v1 / {re.escape(variant)} +[\d.]+ +[\d.]+ +[\d.]+x", proc.stdout), variant
     else:  # benchmark-only peers absent: one line saying how to install them
         assert proc.returncode == 1 and "Traceback" not in proc.stderr
         assert "pip install -r requirements-bench.txt" in proc.stderr.strip().splitlines()[-1]

@@ -38,6 +38,21 @@ def test_paddle_inference_without_ir_passes_matches_too(tmp_path):
     assert _relative_diff(deploy.create_engine(prefix, "paddle", ir_optim=False)(images), want) < 1e-4
 
 
+@pytest.mark.parametrize("legacy, options", [(True, {"memory_optim": True}), (False, {"onednn_cache": 1})])
+def test_paddle_inference_levers_match_too(tmp_path, legacy, options):
+    prefix, images, want = _exported(tmp_path, "mobilenet_v2", legacy=legacy)
+    run = deploy.create_engine(prefix, "paddle", **options)
+    assert _relative_diff(run(images), want) < 1e-4
+    assert _relative_diff(run(images[:1]), want[:1]) < 1e-4  # a second shape, past a one-shape kernel cache
+    assert _relative_diff(run(images), want) < 1e-4
+
+
+def test_memory_optim_on_a_pir_program_says_to_export_the_legacy_format(tmp_path):
+    prefix, _, _ = _exported(tmp_path, "mobilenet_v1", legacy=False)
+    with pytest.raises(ArgumentError, match="memory_optim runs on the legacy program format only: export with"):
+        deploy.create_predictor(prefix, memory_optim=True)
+
+
 def test_openvino_needs_the_legacy_format_and_says_so(tmp_path):
     pytest.importorskip("openvino", reason="OpenVINO is an optional engine (pip install openvino)")
     prefix, _, _ = _exported(tmp_path, "mobilenet_v1", legacy=False)
