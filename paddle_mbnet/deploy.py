@@ -8,7 +8,10 @@ project to load. OpenVINO reads paddle models in the legacy program format
 """
 from __future__ import annotations
 
+import collections
+import json
 import os
+import tempfile
 
 import numpy as np
 import paddle
@@ -56,14 +59,16 @@ def _model_file(prefix: str) -> str:
 
 
 def create_predictor(prefix: str, threads: int = 1, onednn: bool = True, gpu: bool = False, tensorrt: bool = False,
-                     int8_ops=None, ir_optim: bool = True, memory_optim: bool = False, onednn_cache: int = 0):
+                     int8_ops=None, ir_optim: bool = True, memory_optim: bool = False, onednn_cache: int = 0,
+                     optimized_dir: str = ""):
     """A ``paddle.inference`` predictor: oneDNN on CPU, optionally TensorRT on GPU. ``int8_ops`` (operator types)
     runs a quantized model's convolutions with oneDNN's int8 kernels (see ``paddle_mbnet.quantize``).
     ``ir_optim=False`` skips the graph passes (conv + BatchNorm + activation fusion among them).
     ``memory_optim`` lets tensors share buffers (``enable_memory_optim``; legacy format only); ``onednn_cache`` > 0
     bounds oneDNN's
     cache of compiled kernels to that many input shapes (0: paddle's default). Both are levers
-    tools/bench_deploy.py measures; the defaults are paddle's."""
+    tools/bench_deploy.py measures; the defaults are paddle's. ``optimized_dir`` saves the program the passes
+    produce there (see ``optimized_op_types``)."""
     from paddle import inference
 
     model_file = _model_file(prefix)
@@ -91,9 +96,33 @@ def create_predictor(prefix: str, threads: int = 1, onednn: bool = True, gpu: bo
         config.enable_memory_optim()
     config.disable_glog_info()
     config.switch_ir_optim(ir_optim)
+    if optimized_dir:
+        config.set_optim_cache_dir(optimized_dir)
+        config.enable_save_optim_model(True)
     predictor = inference.create_predictor(config)
     restore_process_threads()
     return predictor
+
+
+def optimized_op_types(prefix: str) -> collections.Counter:
+    """{operator type: count} of the program the CPU predictor runs after its IR passes, read back from the
+    optimized model Paddle Inference saves; feeds, fetches and parameters are not counted. It shows whether
+    conv + BatchNorm + activation fusion applied (``fused_conv2d`` and no ``batch_norm`` or ``relu``)."""
+    with tempfile.TemporaryDirectory(prefix="mbnet_optimized_") as folder:
+        create_predictor(prefix, optimized_dir=folder)
+        pir_program = os.path.join(folder, "_optimized.json")
+        if os.path.isfile(pir_program):
+            with open(pir_program) as f:
+                ops = json.load(f)["program"]["regions"][0]["blocks"][0]["ops"]
+            names = [op["#"].rsplit(".", 1)[-1] for op in ops if op["#"] != "p"]  # "p": a parameter
+        else:
+            from paddle.base.proto import framework_pb2
+
+            program = framework_pb2.ProgramDesc()
+            with open(os.path.join(folder, "_optimized.pdmodel"), "rb") as f:
+                program.ParseFromString(f.read())
+            names = [op.type for op in program.blocks[0].ops]
+    return collections.Counter(name for name in names if name not in ("data", "feed", "fetch"))
 
 
 def restore_process_threads() -> None:

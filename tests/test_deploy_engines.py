@@ -47,6 +47,18 @@ def test_paddle_inference_levers_match_too(tmp_path, legacy, options):
     assert _relative_diff(run(images), want) < 1e-4
 
 
+@pytest.mark.parametrize("legacy", [False, True])
+@pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2"])
+def test_every_conv_runs_fused_with_its_batchnorm_and_activation_in_paddle_inference(tmp_path, name, legacy):
+    """The IR passes fold each BatchNorm into its conv and fuse the activation: no batch_norm, relu or relu6 op
+    remains, and one fused_conv2d per conv of the network (27 in V1, 52 in V2)."""
+    prefix, _, _ = _exported(tmp_path, name, legacy)
+    ops = deploy.optimized_op_types(prefix)
+    convs = sum(isinstance(layer, paddle.nn.Conv2D) for layer in build_model(name, num_classes=10).sublayers())
+    assert ops["fused_conv2d"] == convs, ops
+    assert not {"batch_norm", "batch_norm_", "relu", "relu6", "conv2d", "depthwise_conv2d"} & set(ops), ops
+
+
 def test_memory_optim_on_a_pir_program_says_to_export_the_legacy_format(tmp_path):
     prefix, _, _ = _exported(tmp_path, "mobilenet_v1", legacy=False)
     with pytest.raises(ArgumentError, match="memory_optim runs on the legacy program format only: export with"):
