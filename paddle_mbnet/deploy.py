@@ -65,8 +65,7 @@ def create_predictor(prefix: str, threads: int = 1, onednn: bool = True, gpu: bo
     runs a quantized model's convolutions with oneDNN's int8 kernels (see ``paddle_mbnet.quantize``).
     ``ir_optim=False`` skips the graph passes (conv + BatchNorm + activation fusion among them).
     ``memory_optim`` lets tensors share buffers (``enable_memory_optim``; legacy format only); ``onednn_cache`` > 0
-    bounds oneDNN's
-    cache of compiled kernels to that many input shapes (0: paddle's default). Both are levers
+    bounds oneDNN's cache of compiled kernels to that many input shapes (0: paddle's default). Both are levers
     tools/bench_deploy.py measures; the defaults are paddle's. ``optimized_dir`` saves the program the passes
     produce there (see ``optimized_op_types``)."""
     from paddle import inference

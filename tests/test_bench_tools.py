@@ -93,8 +93,8 @@ def test_bench_deploy_checks_every_variant_and_times_onnxruntime_where_installed
     proc = run_tool("bench_deploy.py", "--models", "mobilenet_v1", "--input-size", "32", "--threads", "1",
                     "--repeats", "2", "--warmup", "1", "--blocks", "1", check=False)
     diffs = re.findall(r"mobilenet_v1 +(deploy path|legacy format|no IR passes|legacy \+ memory optim|oneDNN cache 1|"
-                       r"no oneDNN|openvino f32) +max abs diff vs the dynamic model, relative to its largest output (\S+)",
-                       proc.stdout)
+                       r"no oneDNN|openvino f32) +max abs diff vs the dynamic model, relative to its largest "
+                       r"output (\S+)", proc.stdout)
     paddle_variants = ["deploy path", "legacy format", "no IR passes", "legacy + memory optim", "oneDNN cache 1",
                        "no oneDNN"]
     openvino = importlib.util.find_spec("openvino") is not None

@@ -5,8 +5,9 @@
 
 Paddle side: the project's deploy path (``paddle_mbnet.deploy``: paddle.jit.save + Paddle Inference with oneDNN,
 what compare.py reports as engine_latency_ms_p50), the same model saved in the legacy program format, and four of
-Paddle Inference's levers: no IR passes (switch_ir_optim(False)), buffer sharing (enable_memory_optim, on the legacy format: paddle 3.3's pass fails on PIR programs), oneDNN's
-kernel cache bounded to one input shape (set_mkldnn_cache_capacity(1)) and paddle's plain CPU kernels (no oneDNN).
+Paddle Inference's levers: no IR passes (switch_ir_optim(False)), buffer sharing (enable_memory_optim, on the
+legacy format: paddle 3.3's pass fails on PIR programs), oneDNN's kernel cache bounded to one input shape
+(set_mkldnn_cache_capacity(1)) and paddle's plain CPU kernels (no oneDNN).
 OpenVINO side (where installed): the legacy-format export through ``deploy.OpenVinoModel`` (compare.py
 --engine openvino), in float32, and in bfloat16 where the CPU computes it natively (AMX or AVX-512 BF16; a
 different precision, so not the like-for-like figure). Each is checked against the dynamic model first
