@@ -70,6 +70,8 @@ def create_predictor(prefix: str, threads: int = 1, onednn: bool = True, gpu: bo
     produce there (see ``optimized_op_types``)."""
     from paddle import inference
 
+    if onednn_cache < 0:
+        raise ArgumentError(f"onednn_cache must be >= 0 (0: paddle's default), got {onednn_cache}")
     model_file = _model_file(prefix)
     if memory_optim and model_file.endswith(".json"):  # paddle 3.3's buffer-sharing pass fails on PIR programs
         raise ArgumentError("memory_optim runs on the legacy program format only: export with legacy=True "

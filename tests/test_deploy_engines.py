@@ -57,12 +57,16 @@ def test_every_conv_runs_fused_with_its_batchnorm_and_activation_in_paddle_infer
     convs = sum(isinstance(layer, paddle.nn.Conv2D) for layer in build_model(name, num_classes=10).sublayers())
     assert ops["fused_conv2d"] == convs, ops
     assert not {"batch_norm", "batch_norm_", "relu", "relu6", "conv2d", "depthwise_conv2d"} & set(ops), ops
+    if legacy and name == "mobilenet_v1":  # no residual adds: the convs, the pool and the classifier, nothing else
+        assert set(ops) == {"fused_conv2d", "pool2d", "flatten_contiguous_range", "fc"}, ops
 
 
 def test_memory_optim_on_a_pir_program_says_to_export_the_legacy_format(tmp_path):
     prefix, _, _ = _exported(tmp_path, "mobilenet_v1", legacy=False)
     with pytest.raises(ArgumentError, match="memory_optim runs on the legacy program format only: export with"):
         deploy.create_predictor(prefix, memory_optim=True)
+    with pytest.raises(ArgumentError, match="onednn_cache must be >= 0"):
+        deploy.create_predictor(prefix, onednn_cache=-1)
 
 
 def test_openvino_needs_the_legacy_format_and_says_so(tmp_path):

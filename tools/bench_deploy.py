@@ -7,7 +7,8 @@ Paddle side: the project's deploy path (``paddle_mbnet.deploy``: paddle.jit.save
 what compare.py reports as engine_latency_ms_p50), the same model saved in the legacy program format, and four of
 Paddle Inference's levers: no IR passes (switch_ir_optim(False)), buffer sharing (enable_memory_optim, on the
 legacy format: paddle 3.3's pass fails on PIR programs), oneDNN's kernel cache bounded to one input shape
-(set_mkldnn_cache_capacity(1)) and paddle's plain CPU kernels (no oneDNN).
+(set_mkldnn_cache_capacity(1); the bench feeds one shape, so this times the bound's overhead only) and paddle's
+plain CPU kernels (no oneDNN).
 OpenVINO side (where installed): the legacy-format export through ``deploy.OpenVinoModel`` (compare.py
 --engine openvino), in float32, and in bfloat16 where the CPU computes it natively (AMX or AVX-512 BF16; a
 different precision, so not the like-for-like figure). Each is checked against the dynamic model first
@@ -129,7 +130,7 @@ def _checked(calls, name, variant, run, image, want):
     import numpy as np
 
     diff = float(np.abs(run(image) - want).max() / np.abs(want).max())
-    print(f"{name:13s} {variant:20s} max abs diff vs the dynamic model, relative to its largest output {diff:.2e}")
+    print(f"{name:13s} {variant:22s} max abs diff vs the dynamic model, relative to its largest output {diff:.2e}")
     calls[f"{name} / {variant}"] = lambda: run(image)
 
 
