@@ -38,10 +38,26 @@ def test_paddle_inference_without_ir_passes_matches_too(tmp_path):
     assert _relative_diff(deploy.create_engine(prefix, "paddle", ir_optim=False)(images), want) < 1e-4
 
 
-@pytest.mark.parametrize("legacy, options", [(True, {"memory_optim": True}), (False, {"onednn_cache": 1})])
-def test_paddle_inference_levers_match_too(tmp_path, legacy, options):
+@pytest.mark.parametrize("legacy, options, call", [(True, {"memory_optim": True}, ("enable_memory_optim",)),
+                                                   (False, {"onednn_cache": 1}, ("set_mkldnn_cache_capacity", 1))])
+def test_paddle_inference_levers_reach_the_config_and_match_too(tmp_path, monkeypatch, legacy, options, call):
+    from paddle import inference
+
+    calls = []
+
+    class RecordingConfig(inference.Config):  # the predictor's config, with the lever's call recorded
+        def enable_memory_optim(self, *args):
+            calls.append(("enable_memory_optim", *args))
+            return super().enable_memory_optim(*args)
+
+        def set_mkldnn_cache_capacity(self, capacity):
+            calls.append(("set_mkldnn_cache_capacity", capacity))
+            return super().set_mkldnn_cache_capacity(capacity)
+
+    monkeypatch.setattr(inference, "Config", RecordingConfig)
     prefix, images, want = _exported(tmp_path, "mobilenet_v2", legacy=legacy)
     run = deploy.create_engine(prefix, "paddle", **options)
+    assert calls == [call]
     assert _relative_diff(run(images), want) < 1e-4
     assert _relative_diff(run(images[:1]), want[:1]) < 1e-4  # a second shape, past a one-shape kernel cache
     assert _relative_diff(run(images), want) < 1e-4
