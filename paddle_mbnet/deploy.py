@@ -113,6 +113,7 @@ def optimized_op_types(prefix: str) -> collections.Counter:
         create_predictor(prefix, optimized_dir=folder)
         pir_program = os.path.join(folder, "_optimized.json")
         if os.path.isfile(pir_program):
+            # Read as JSON: paddle's own loader (deserialize_pir_program) refuses the onednn_op dialect it holds.
             with open(pir_program) as f:
                 ops = json.load(f)["program"]["regions"][0]["blocks"][0]["ops"]
             names = [op["#"].rsplit(".", 1)[-1] for op in ops if op["#"] != "p"]  # "p": a parameter

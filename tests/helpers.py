@@ -2,6 +2,8 @@ import os
 import subprocess
 import sys
 
+import paddle
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -19,8 +21,6 @@ def shift_batchnorms(model, shift=2.0):
     """Every BatchNorm's bias set to ``shift``, for gradient parity in training mode: a channel nearly constant
     over its few values then normalises to ``shift`` instead of to rounding noise on the ReLU's kink, where float32
     rounding decides its mask and the BatchNorm magnifies the choice into every gradient below it."""
-    import paddle
-
     for layer in model.sublayers():
         if isinstance(layer, paddle.nn.BatchNorm2D):
             layer.bias.set_value(paddle.full(layer.bias.shape, shift, layer.bias.dtype))
