@@ -56,6 +56,54 @@ def test_depthwise_nhwc_matches_paddles_conv(n, c, h, w, k, stride, pad):
     _close(got_w.numpy(), ref_w.numpy())
 
 
+@pytest.mark.parametrize("n,ci,h,w,co,k,stride,pad", [
+    (2, 3, 32, 32, 32, 3, 1, 1),  # the CIFAR stem: two 16-channel vectors, pixels in fours
+    (1, 3, 34, 30, 32, 3, 2, 1),  # the ImageNet stem's stride, odd sizes
+    (3, 3, 7, 9, 20, 3, 2, 1),  # a vector and a scalar tail of channels, a pixel past the last four
+    (2, 1, 5, 6, 7, 3, 1, 1),  # one input channel, channels below one vector
+    (2, 3, 8, 8, 16, 5, 1, 2),  # another kernel size
+    (2, 2, 6, 5, 16, 3, 1, 0),  # no padding
+    (1, 3, 2, 2, 16, 3, 1, 1),  # every pixel at a border
+])
+def test_stem_nhwc_matches_paddles_conv(n, ci, h, w, co, k, stride, pad):
+    """Forward (returned NHWC) and weight gradient against F.conv2d in float64; the stem's input gets none."""
+    x = paddle.randn([n, ci, h, w], dtype="float64")
+    weight = paddle.randn([co, ci, k, k], dtype="float64")
+    weight.stop_gradient = False
+    y = F.conv2d(x, weight, stride=stride, padding=pad)
+    grad_y = paddle.randn(y.shape, dtype="float64")
+    (ref_w,) = paddle.grad([y], [weight], [grad_y])
+    w_ours = paddle.to_tensor(weight.numpy().astype("float32"), stop_gradient=False)
+    y_ours = ops.stem_conv2d_nhwc(x.astype("float32"), w_ours, stride, pad)
+    (got_w,) = paddle.grad([y_ours], [w_ours], [_nhwc(grad_y)])
+    _close(_nchw(y_ours), y.numpy())
+    _close(got_w.numpy(), ref_w.numpy())
+
+
+def test_the_stem_operator_runs_only_for_inputs_without_gradient(monkeypatch):
+    """The image batch (no gradient) takes the stem operator; an input that needs a gradient (saliency maps,
+    adversarial examples) takes paddle's conv, and its gradient matches the NCHW model's."""
+    calls = []
+    stem = ops.stem_conv2d_nhwc
+    monkeypatch.setattr(ops, "stem_conv2d_nhwc", lambda *args, **kwargs: calls.append(1) or stem(*args, **kwargs))
+    paddle.seed(0)
+    ours = pm.MobileNetV2(num_classes=10, small_input=True, scale=0.25)
+    reference = pm.MobileNetV2(num_classes=10, small_input=True, scale=0.25, layout="NCHW")
+    reference.set_state_dict(ours.state_dict())
+    ours.eval(), reference.eval()  # the classifier's dropout would draw different masks
+    x = paddle.randn([2, 3, 32, 32])
+    _close(ours(x).numpy(), reference(x).numpy())
+    assert len(calls) == 1
+    grads = []
+    for model in (ours, reference):
+        x_grad = x.detach()
+        x_grad.stop_gradient = False
+        model(x_grad).sum().backward()
+        grads.append(x_grad.grad.numpy())
+    assert len(calls) == 1 and np.abs(grads[1]).max() > 0
+    _close(grads[0], grads[1])
+
+
 @pytest.mark.parametrize("act", [None, "relu", "relu6"])
 @pytest.mark.parametrize("training", [True, False])
 # (8, 16, 16): 2048 rows, four chunks of rows split over the threads, whose sums are added up

@@ -8,6 +8,7 @@ from paddle import nn
 
 from ..errors import ArgumentError
 from .layers import (
+    ConvBNAct,
     check_depthwise,
     check_input,
     check_pointwise,
@@ -101,7 +102,11 @@ class MobileNetBase(nn.Layer):
         """``features`` with activations channels-last after the stem: 1x1 convs become single GEMMs and no layer
         transposes. Returns the pooled [N, C, 1, 1] (with_pool) or the NCHW feature map, as the NCHW path does."""
         blocks = list(self.features.children())
-        x = blocks[0](x).transpose([0, 2, 3, 1]).contiguous()  # the stem stays NCHW: a full 3x3 conv of paddle's
+        stem = blocks[0]
+        if isinstance(stem, ConvBNAct) and stem.runs_stem_channels_last(x):
+            x = stem.stem_nhwc(x)
+        else:  # paddle's conv, e.g. for an input that needs a gradient (our stem operator gives it none)
+            x = stem(x).transpose([0, 2, 3, 1]).contiguous()
         for block in blocks[1:]:
             x = forward_nhwc(block, x)
         if self.with_pool:

@@ -1,6 +1,7 @@
 """Our CPU operators, Paddle custom C++ operators built into one library: a depthwise convolution for NCHW
-(depthwise_conv2d.cc) and channels-last NHWC (depthwise_conv2d_nhwc.cc) tensors, BatchNorm fused with its
-activation in either layout (batchnorm_act.cc), and the switch for flushing denormal floats (float_mode.cc).
+(depthwise_conv2d.cc) and channels-last NHWC (depthwise_conv2d_nhwc.cc) tensors, the stem's full convolution
+from an NCHW image batch to NHWC (stem_conv2d_nhwc.cc), BatchNorm fused with its activation in either layout
+(batchnorm_act.cc), and the switch for flushing denormal floats (float_mode.cc).
 
 They are compiled with ``paddle.utils.cpp_extension.load`` on first use and cached
 under ``$PADDLE_MBNET_CACHE`` (default ``~/.cache/paddle_mbnet/ops``), keyed by
@@ -29,7 +30,8 @@ import paddle
 from ...errors import ArgumentError
 
 _SOURCES = [os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
-            for name in ("depthwise_conv2d.cc", "depthwise_conv2d_nhwc.cc", "batchnorm_act.cc", "float_mode.cc")]
+            for name in ("depthwise_conv2d.cc", "depthwise_conv2d_nhwc.cc", "stem_conv2d_nhwc.cc", "batchnorm_act.cc",
+                         "float_mode.cc")]
 _lock = threading.Lock()
 _state: dict = {}
 
@@ -167,6 +169,16 @@ def depthwise_conv2d_nhwc(x, weight, stride: int = 1, padding: int = 1):
     if module is None:
         custom_ops_available(required=True)
     return module.mbnet_depthwise_conv2d_nhwc(x, weight, int(stride), int(padding))
+
+
+def stem_conv2d_nhwc(x, weight, stride: int = 1, padding: int = 1):
+    """Full conv of an NCHW float32 image batch ``x`` with ``weight`` [Co, Ci, k, k] on CPU, returned NHWC.
+
+    Only the weight gets a gradient: callers pass inputs that need none (``x.stop_gradient``)."""
+    module = _load()
+    if module is None:
+        custom_ops_available(required=True)
+    return module.mbnet_stem_conv2d_nhwc(x, weight, int(stride), int(padding))
 
 
 ACTIVATIONS = {None: 0, "relu": 1, "relu6": 2}  # the op's ``act`` codes
