@@ -10,7 +10,7 @@ from helpers import run_tool
 
 
 def test_bench_depthwise_prints_layer_and_step_ratios():
-    out = run_tool("bench_depthwise.py", "--threads", "1", "--batch", "2", "--steps", "1",
+    out = run_tool("bench_depthwise.py", "--threads", "1", "--batch", "2", "--steps", "1", "--blocks", "2",
                    "--models", "mobilenet_v1", "--profile").stdout
     assert "OMP_NUM_THREADS=1" in out
     assert len(re.findall(r"C=\s+\d+ .* custom .* ms +nhwc .* ms +paddle .* ms .*x", out)) == 13  # V1's 13 layers
@@ -26,7 +26,9 @@ def test_bench_depthwise_prints_layer_and_step_ratios():
     for column, total in enumerate(totals, start=1):
         assert float(total) == pytest.approx(sum(int(row[0]) * float(row[column]) for row in rows), abs=rounding)
     assert re.search(r"mobilenet_v1 +custom [\d.]+x and custom\+auto [\d.]+x and custom\+auto\+bn [\d.]+x and "
-                     r"custom\+bn\+nhwc [\d.]+x paddle", out)
+                     r"nhwc, paddle stem [\d.]+x and custom\+bn\+nhwc [\d.]+x paddle", out)
+    # --steps 1 in 2 blocks: one round per block, each block PyTorch's child then paddle
+    assert "median of 2 rounds in 2 blocks, each PyTorch's child process then paddle's variants" in out
     assert re.search(r"sgemm: paddle.matmul 2048x2048 float32 at [\d.]+ GFLOP/s", out)
     assert re.search(r"mobilenet_v1 +custom\+auto\+bn +[\d.]+ img/s +[\d.]+ GFLOP/s", out)
     assert re.search(r"mobilenet_v1 +custom\+bn\+nhwc +[\d.]+ img/s +[\d.]+ GFLOP/s", out)
@@ -35,7 +37,9 @@ def test_bench_depthwise_prints_layer_and_step_ratios():
     assert (re.search(r"mobilenet_v1 +torch NCHW +[\d.]+ img/s", out) and re.search(
         r"mobilenet_v1 +torch channels_last +[\d.]+ img/s", out)) or "PyTorch not timed: torch is not installed" in out
     # --profile: paddle's operator table, and our op's forward (not an operator event) as a user event
-    assert "Operator Summary" in out and re.search(r"conv2d dygraph +\d+ ", out)
+    assert "Operator Summary" in out and re.search(r"matmul dygraph +\d+ ", out)
+    # the stem runs as our operator on the default step, not as paddle's conv2d
+    assert re.search(r"mbnet_stem_conv2d_nhwc_grad +3 ", out) and not re.search(r"conv2d dygraph +\d+ ", out)
     assert re.search(r"depthwise forward \(mbnet op\) +39 ", out)  # 13 layers x 3 profiled steps
 
 

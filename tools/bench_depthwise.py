@@ -10,8 +10,9 @@ Two levels, both at batch 128 and 32x32 with small_input=True:
 - a whole training step (Adam) of the network: "paddle" (paddle's kernels throughout), "custom"
   (our depthwise op, paddle's 1x1 conv2d), "custom+auto" (our op, and 1x1 convs on maps of <= 16
   pixels as one matmul), "custom+auto+bn" (also BatchNorm + activation as our fused op),
-  "custom+bn+nhwc" (the same operators on channels-last activations, 1x1 convs as single GEMMs: the CPU
-  default) and the same architecture in PyTorch, if it imports, in both memory formats (NCHW and
+  "nhwc, paddle stem" (the same operators on channels-last activations, 1x1 convs as single GEMMs, the stem
+  paddle's conv2d then a transpose), "custom+bn+nhwc" (the same with the stem as our operator, straight to
+  channels-last: the CPU default) and the same architecture in PyTorch, if it imports, in both memory formats (NCHW and
   channels_last), with the ratios.
 The header gives paddle's sgemm speed on this machine; each step also in GFLOP/s (6 x forward mult-adds).
 Each round times every paddle variant in turn (interleaved, so drift hits all alike) after
@@ -33,7 +34,9 @@ import _bootstrap
 STEP_VARIANTS = {"paddle": ("paddle", "paddle", "paddle", "NCHW"), "custom": ("custom", "paddle", "paddle", "NCHW"),
                  "custom+auto": ("custom", "auto", "paddle", "NCHW"),
                  "custom+auto+bn": ("custom", "auto", "custom", "NCHW"),
+                 "nhwc, paddle stem": ("custom", "auto", "custom", "NHWC"),
                  "custom+bn+nhwc": ("custom", "auto", "custom", "NHWC")}
+PADDLE_STEM = "nhwc, paddle stem"  # the default step but with paddle's conv2d + a transpose for the stem
 DEFAULT_VARIANT = "custom+bn+nhwc"
 
 
@@ -41,12 +44,15 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--steps", type=int, default=5, help="timed rounds")
+    p.add_argument("--steps", type=int, default=6, help="timed rounds (rounded up to a multiple of --blocks)")
+    p.add_argument("--blocks", type=int, default=3, help="alternations of PyTorch's process and paddle's rounds")
     p.add_argument("--models", default="mobilenet_v1,mobilenet_v2")
     p.add_argument("--profile", action="store_true", help="also profile the step with our op, per operator type")
     p.add_argument("--skip-layers", action="store_true", help="time the whole training steps only")
     p.add_argument("--torch-only", action="store_true", help=argparse.SUPPRESS)  # the child process
     args = p.parse_args(argv)
+    if args.blocks < 1 or args.steps < 1:
+        p.error("--steps and --blocks must be at least 1")
     args.threads = _bootstrap.set_threads(args.threads)
     if args.torch_only:
         from paddle_mbnet.cpu.memory import keep_freed_memory
@@ -59,8 +65,7 @@ def main(argv=None):
     import numpy as np
     import paddle
 
-    from paddle_mbnet import build_model
-    from paddle_mbnet.analysis.benchmark import env_header, train_step_fn
+    from paddle_mbnet.analysis.benchmark import env_header
     from paddle_mbnet.cpu.memory import keep_freed_memory
 
     paddle.set_device("cpu")
@@ -71,20 +76,40 @@ def main(argv=None):
           f"({args.threads} threads); training GFLOP/s below = img/s x 6 x forward mult-adds")
     for name in [] if args.skip_layers else args.models.split(","):
         _bench_layers(name, args)
-    print(f"training step, batch {args.batch}, 32x32, small_input=True, Adam; median of {args.steps} rounds")
-    torch_times = _torch_in_own_process(argv)
-    for name in args.models.split(","):
-        variants = {}
-        for label, (dw, pw, bn, layout) in STEP_VARIANTS.items():
-            model = build_model(name, num_classes=10, small_input=True, depthwise=dw, pointwise=pw, batchnorm=bn,
-                                layout=layout)
-            variants[label] = train_step_fn(model, args.batch, 32)
-        times = _interleaved(variants, args.steps)
-        times.update({label: np.array(v) for label, v in torch_times.get(name, {}).items()})
-        _report_step(name, times, args, _train_gflop_per_image(name))
+    names = args.models.split(",")
+    per_block = -(-args.steps // args.blocks)
+    print(f"training step, batch {args.batch}, 32x32, small_input=True, Adam; median of {per_block * args.blocks} "
+          f"rounds in {args.blocks} blocks, each PyTorch's child process then paddle's variants")
+    variants = {name: _paddle_steps(name, args.batch) for name in names}
+    times = {name: {} for name in names}
+    for block in range(args.blocks):
+        # Blocks alternate the two processes, so that a drift of the machine's speed hits both sides alike.
+        torch_times = _torch_in_own_process(argv, per_block, quiet=block > 0)
+        for name in names:
+            for label, seconds in [*torch_times.get(name, {}).items(),
+                                   *_interleaved(variants[name], per_block, warmup=2 if block == 0 else 1).items()]:
+                times[name].setdefault(label, []).extend(seconds)
+    for name in names:
+        _report_step(name, {label: np.array(v) for label, v in times[name].items()}, args,
+                     _train_gflop_per_image(name))
     if args.profile:
         for name in args.models.split(","):
             _profile_step(name, args)
+
+
+def _paddle_steps(name, batch):
+    """{variant label: one training step of that variant's model}."""
+    from paddle_mbnet import build_model
+    from paddle_mbnet.analysis.benchmark import train_step_fn
+
+    steps = {}
+    for label, (dw, pw, bn, layout) in STEP_VARIANTS.items():
+        model = build_model(name, num_classes=10, small_input=True, depthwise=dw, pointwise=pw, batchnorm=bn,
+                            layout=layout)
+        if label == PADDLE_STEM:
+            model.features[0].runs_stem_channels_last = lambda x: False
+        steps[label] = train_step_fn(model, batch, 32)
+    return steps
 
 
 def _train_gflop_per_image(name):
@@ -286,14 +311,15 @@ def _profile_step(name, args, steps=3):
                         profiler.SummaryView.UDFView])
 
 
-def _torch_in_own_process(argv):
-    """{model: {"torch NCHW" | "torch channels_last": seconds per round}}, timed by a child process in both memory
-    formats ({} without torch)."""
+def _torch_in_own_process(argv, steps, quiet=False):
+    """{model: {"torch NCHW" | "torch channels_last": seconds per round}}, ``steps`` rounds timed by a child process
+    in both memory formats ({} without torch; ``quiet`` leaves the reason unprinted)."""
     argv = [a for a in (sys.argv[1:] if argv is None else argv) if a not in ("--profile", "--skip-layers")]
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--torch-only"],
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--steps", str(steps), "--torch-only"],
                           capture_output=True, text=True)
     if proc.returncode != 0:
-        print(f"PyTorch not timed: {(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
+        if not quiet:
+            print(f"PyTorch not timed: {(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
         return {}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
