@@ -95,7 +95,7 @@ def test_bench_deploy_checks_every_variant_and_times_onnxruntime_where_installed
     import importlib.util
 
     proc = run_tool("bench_deploy.py", "--models", "mobilenet_v1", "--input-size", "32", "--threads", "1",
-                    "--repeats", "2", "--warmup", "1", "--blocks", "1", check=False)
+                    "--repeats", "2", "--warmup", "1", "--blocks", "1", "--profile", check=False)
     diffs = re.findall(r"mobilenet_v1 +(deploy path|legacy format|no IR passes|legacy \+ memory optim|oneDNN cache 1|"
                        r"no oneDNN|openvino f32) +max abs diff vs the dynamic model, relative to its largest "
                        r"output (\S+)", proc.stdout)
@@ -111,6 +111,9 @@ def test_bench_deploy_checks_every_variant_and_times_onnxruntime_where_installed
         assert re.search(r"mobilenet_v1 / onnxruntime +[\d.]+ +[\d.]+ +1\.00x", proc.stdout)
         for variant in paddle_variants + ["openvino f32"] * openvino:
             assert re.search(rf"mobilenet_v1 / {re.escape(variant)} +[\d.]+ +[\d.]+ +[\d.]+x", proc.stdout), variant
+        # --profile: paddle.profiler's table of the deploy path, after the timings; every conv runs fused
+        profile = proc.stdout.split("mobilenet_v1: paddle.profiler, 2 calls of the deploy path's predictor")[1]
+        assert re.search(r"onednn_op.fused_conv2d +54 ", profile)  # 27 convs x 2 calls
     else:  # benchmark-only peers absent: one line saying how to install them
         assert proc.returncode == 1 and "Traceback" not in proc.stderr
         assert "pip install -r requirements-bench.txt" in proc.stderr.strip().splitlines()[-1]

@@ -1,7 +1,7 @@
 """Batch-1 CPU latency of the deploy path against ONNX Runtime, the runtime most CPU deployments pick.
 
     python tools/bench_deploy.py [--models mobilenet_v1,mobilenet_v2] [--input-size 224] [--threads 2]
-                                 [--repeats 50] [--blocks 3]
+                                 [--repeats 50] [--blocks 3] [--profile]
 
 Paddle side: the project's deploy path (``paddle_mbnet.deploy``: paddle.jit.save + Paddle Inference with oneDNN,
 what compare.py reports as engine_latency_ms_p50), the same model saved in the legacy program format, and four of
@@ -19,6 +19,8 @@ runtime's idle thread pool in the same process, or in a parent waiting for the c
 three sides take turns in --blocks blocks; each block warms up, then times --repeats calls of every model
 (one variant or session after another); figures are medians and p90 over
 all blocks, and the ratio is ours / onnxruntime (below 1 = ours faster).
+--profile then runs paddle.profiler over --repeats calls of each model's deploy-path predictor (after the
+warm-up, in a process of its own) and prints where its time goes, per operator type.
 PyTorch and onnxruntime are benchmark-only: pip install -r requirements-bench.txt.
 """
 import argparse
@@ -31,6 +33,7 @@ import tempfile
 import _bootstrap
 
 SIDES = ("paddle", "openvino", "onnxruntime")
+PROFILE_SIDE = "profile"  # the child process of --profile
 
 
 def parse_args(argv=None):
@@ -41,7 +44,8 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=50, help="timed calls per model and block")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--blocks", type=int, default=3, help="rounds of the paddle, openvino and onnxruntime sides")
-    p.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)  # a child process
+    p.add_argument("--profile", action="store_true", help="also profile the deploy path's predictor, per operator")
+    p.add_argument("--side", choices=SIDES + (PROFILE_SIDE,), help=argparse.SUPPRESS)  # a child process
     args = p.parse_args(argv)
     if min(args.repeats, args.blocks, args.input_size) < 1 or args.warmup < 0:
         p.error("--repeats, --blocks and --input-size must be >= 1, --warmup >= 0")
@@ -81,8 +85,33 @@ def _ort_times(args, folder):
     return times, {"onnxruntime": ort.__version__, "torch": torch.__version__}
 
 
+def _profile(args):
+    """paddle.profiler's operator table for --repeats calls of each model's deploy-path predictor, after warm-up."""
+    import paddle.profiler as profiler
+
+    from paddle_mbnet import deploy
+
+    with tempfile.TemporaryDirectory() as folder:
+        for name in args.models.split(","):
+            image, _, prefixes = _exported(args, folder, name)
+            predictor = deploy.create_predictor(prefixes[False], threads=args.threads)
+            for _ in range(args.warmup):
+                deploy.run_predictor(predictor, image)
+            prof = profiler.Profiler(targets=[profiler.ProfilerTarget.CPU])
+            prof.start()
+            for _ in range(args.repeats):
+                deploy.run_predictor(predictor, image)
+                prof.step()
+            prof.stop()
+            print(f"{name}: paddle.profiler, {args.repeats} calls of the deploy path's predictor (Paddle Inference, "
+                  f"oneDNN, {args.threads} threads) after {args.warmup} warm-up calls", flush=True)
+            prof.summary(sorted_by=profiler.SortedKeys.CPUTotal, op_detail=False, thread_sep=False, time_unit="ms")
+
+
 def _child(args):
     """One block of one side: build, check, time; the last line printed is JSON."""
+    if args.side == PROFILE_SIDE:
+        return _profile(args)
     with tempfile.TemporaryDirectory() as folder:
         if args.side in ("paddle", "openvino"):
             # one variant after another: interleaved with paddle's plain CPU kernels, the oneDNN predictors
@@ -197,6 +226,10 @@ def main(argv=None):
             ms = 1000 * np.asarray(times[key])
             print(f"{key:40s} {np.median(ms):8.2f} {np.percentile(ms, 90):8.2f} "
                   f"{np.median(ms) / 1000 / reference:14.2f}x")
+    if args.profile:
+        sys.stdout.flush()
+        argv = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--profile"]
+        subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--side", PROFILE_SIDE], check=True)
 
 
 if __name__ == "__main__":
