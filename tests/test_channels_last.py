@@ -64,6 +64,9 @@ def test_depthwise_nhwc_matches_paddles_conv(n, c, h, w, k, stride, pad):
     (2, 3, 8, 8, 16, 5, 1, 2),  # another kernel size
     (2, 2, 6, 5, 16, 3, 1, 0),  # no padding
     (1, 3, 2, 2, 16, 3, 1, 1),  # every pixel at a border
+    (2, 3, 9, 8, 16, 3, 2, 2),  # more padding than the usual, at stride 2
+    (2, 3, 9, 9, 16, 5, 2, 0),  # another kernel size at stride 2, no padding
+    (2, 3, 6, 7, 24, 1, 1, 0),  # a 1x1 kernel
 ])
 def test_stem_nhwc_matches_paddles_conv(n, ci, h, w, co, k, stride, pad):
     """Forward (returned NHWC) and weight gradient against F.conv2d in float64; the stem's input gets none."""
@@ -207,6 +210,51 @@ def test_inputs_smaller_than_the_kernel_are_refused():
     for op, shape in ((ops.depthwise_conv2d_nhwc, [1, 2, 2, 16]), (ops.depthwise_conv2d, [1, 16, 2, 2])):
         with pytest.raises(Exception, match="input is smaller than the kernel"):
             op(paddle.randn(shape), paddle.randn([16, 1, 3, 3]), 2, 0)
+    with pytest.raises(Exception, match="input is smaller than the kernel"):
+        ops.stem_conv2d_nhwc(paddle.randn([1, 3, 2, 2]), paddle.randn([16, 3, 3, 3]), 2, 0)
+
+
+def test_the_stem_operator_refuses_an_input_that_needs_a_gradient():
+    x = paddle.randn([1, 3, 8, 8])
+    x.stop_gradient = False
+    with pytest.raises(ArgumentError, match="gives its input no gradient"):
+        ops.stem_conv2d_nhwc(x, paddle.randn([16, 3, 3, 3]), 1, 1)
+    with paddle.no_grad():  # nothing to differentiate: allowed
+        assert ops.stem_conv2d_nhwc(x, paddle.randn([16, 3, 3, 3]), 1, 1).shape == [1, 8, 8, 16]
+
+
+def test_a_watched_or_changed_stem_takes_paddles_conv(monkeypatch):
+    """A hook on the stem or on its conv sees the NCHW layers run, and a subclass's own ``forward`` for the stem is
+    honoured; the blocks after it stay channels-last either way."""
+    from paddle_mbnet.models.layers import ConvBNAct
+
+    calls = []
+    stem_op = ops.stem_conv2d_nhwc
+    monkeypatch.setattr(ops, "stem_conv2d_nhwc", lambda *args, **kwargs: calls.append(1) or stem_op(*args, **kwargs))
+    model = pm.MobileNetV1(num_classes=10, small_input=True, scale=0.25)  # training mode: outputs of order 1
+    x = paddle.randn([2, 3, 32, 32])
+    expected = model(x).numpy()
+    assert len(calls) == 1
+    for layer in (model.features[0], model.features[0][0]):
+        seen = []
+        handle = layer.register_forward_post_hook(lambda layer, inputs, output: seen.append(output.shape))
+        assert model.uses_channels_last(x)
+        _close(model(x).numpy(), expected)
+        handle.remove()
+        assert len(calls) == 1 and seen == [[2, 8, 32, 32]]  # NCHW, as the hook's owner expects
+
+    class Shifted(ConvBNAct):
+        def forward(self, x):
+            return super().forward(x) + 1
+
+    model.features[0].__class__ = Shifted
+    shifted = model(x).numpy()
+    assert len(calls) == 1 and np.abs(shifted - expected).max() > 1e-3
+    model.features[0].__class__ = ConvBNAct
+    reference = pm.MobileNetV1(num_classes=10, small_input=True, scale=0.25, layout="NCHW")
+    reference.set_state_dict(model.state_dict())
+    reference.features[0].__class__ = Shifted
+    _close(shifted, reference(x).numpy())
 
 
 def test_nhwc_with_paddles_1x1_conv_is_refused_and_full_conv_says_nchw():

@@ -97,7 +97,7 @@ def _profile(args):
             predictor = deploy.create_predictor(prefixes[False], threads=args.threads)
             for _ in range(args.warmup):
                 deploy.run_predictor(predictor, image)
-            prof = profiler.Profiler(targets=[profiler.ProfilerTarget.CPU])
+            prof = profiler.Profiler(targets=[profiler.ProfilerTarget.CPU], on_trace_ready=lambda _: None)  # no trace files
             prof.start()
             for _ in range(args.repeats):
                 deploy.run_predictor(predictor, image)

@@ -1,7 +1,7 @@
 """Speed of our CPU kernels (depthwise op, matmul 1x1 convs, fused BatchNorm + activation) vs paddle's kernels
 and PyTorch on MobileNetV1/V2.
 
-    python tools/bench_depthwise.py [--threads 2] [--batch 128] [--steps 5] [--profile]
+    python tools/bench_depthwise.py [--threads 2] [--batch 128] [--steps 6] [--blocks 3] [--profile]
 
 Two levels, both at batch 128 and 32x32 with small_input=True:
 - the operators alone: forward + backward (input and weight grads) of every depthwise
@@ -12,15 +12,16 @@ Two levels, both at batch 128 and 32x32 with small_input=True:
   pixels as one matmul), "custom+auto+bn" (also BatchNorm + activation as our fused op),
   "nhwc, paddle stem" (the same operators on channels-last activations, 1x1 convs as single GEMMs, the stem
   paddle's conv2d then a transpose), "custom+bn+nhwc" (the same with the stem as our operator, straight to
-  channels-last: the CPU default) and the same architecture in PyTorch, if it imports, in both memory formats (NCHW and
-  channels_last), with the ratios.
+  channels-last: the CPU default) and the same architecture in PyTorch, if it imports, in both memory formats
+  (NCHW and channels_last), with the ratios.
 The header gives paddle's sgemm speed on this machine; each step also in GFLOP/s (6 x forward mult-adds).
-Each round times every paddle variant in turn (interleaved, so drift hits all alike) after
-warm-up; figures are medians over the rounds, with the spread. PyTorch is timed the same way
-in a child process, so that no paddle thread pool shares its process (two OpenMP runtimes in
-one process spin on the same cores and slow each other down; see paddle_mbnet/ops). --profile then runs
-paddle.profiler over a few steps with our ops and prints where the step's time goes,
-per operator type.
+Each round times every paddle variant in turn (interleaved, so drift hits all alike) after warm-up. PyTorch is
+timed the same way in a child process, so that no paddle thread pool shares its process (two OpenMP runtimes in
+one process spin on the same cores and slow each other down; see paddle_mbnet/ops). The training steps run in
+--blocks blocks, each PyTorch's child process for its share of the rounds and then paddle's variants for
+theirs, so that a drift of the machine's speed hits both sides alike; figures are medians over all rounds,
+with the spread. --profile then runs paddle.profiler over a few steps with our ops and prints where the step's
+time goes, per operator type.
 """
 import argparse
 import json
@@ -30,13 +31,14 @@ import sys
 
 import _bootstrap
 
-# label: (depthwise, pointwise, batchnorm, layout) keywords of the model
-STEP_VARIANTS = {"paddle": ("paddle", "paddle", "paddle", "NCHW"), "custom": ("custom", "paddle", "paddle", "NCHW"),
-                 "custom+auto": ("custom", "auto", "paddle", "NCHW"),
-                 "custom+auto+bn": ("custom", "auto", "custom", "NCHW"),
-                 "nhwc, paddle stem": ("custom", "auto", "custom", "NHWC"),
-                 "custom+bn+nhwc": ("custom", "auto", "custom", "NHWC")}
-PADDLE_STEM = "nhwc, paddle stem"  # the default step but with paddle's conv2d + a transpose for the stem
+# label: (depthwise, pointwise, batchnorm, layout) keywords of the model, and whether the channels-last path runs
+# its stem as our operator (else paddle's conv2d then a transpose, as for an input that needs a gradient)
+STEP_VARIANTS = {"paddle": ("paddle", "paddle", "paddle", "NCHW", False),
+                 "custom": ("custom", "paddle", "paddle", "NCHW", False),
+                 "custom+auto": ("custom", "auto", "paddle", "NCHW", False),
+                 "custom+auto+bn": ("custom", "auto", "custom", "NCHW", False),
+                 "nhwc, paddle stem": ("custom", "auto", "custom", "NHWC", False),
+                 "custom+bn+nhwc": ("custom", "auto", "custom", "NHWC", True)}
 DEFAULT_VARIANT = "custom+bn+nhwc"
 
 
@@ -44,7 +46,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--steps", type=int, default=6, help="timed rounds (rounded up to a multiple of --blocks)")
+    p.add_argument("--steps", type=int, default=6,
+                   help="timed rounds (of the training step: rounded up to a multiple of --blocks)")
     p.add_argument("--blocks", type=int, default=3, help="alternations of PyTorch's process and paddle's rounds")
     p.add_argument("--models", default="mobilenet_v1,mobilenet_v2")
     p.add_argument("--profile", action="store_true", help="also profile the step with our op, per operator type")
@@ -82,9 +85,11 @@ def main(argv=None):
           f"rounds in {args.blocks} blocks, each PyTorch's child process then paddle's variants")
     variants = {name: _paddle_steps(name, args.batch) for name in names}
     times = {name: {} for name in names}
+    torch_runs = True
     for block in range(args.blocks):
         # Blocks alternate the two processes, so that a drift of the machine's speed hits both sides alike.
-        torch_times = _torch_in_own_process(argv, per_block, quiet=block > 0)
+        torch_times = _torch_in_own_process(argv, per_block) if torch_runs else {}
+        torch_runs = bool(torch_times)  # a failed child (no torch) is not started again
         for name in names:
             for label, seconds in [*torch_times.get(name, {}).items(),
                                    *_interleaved(variants[name], per_block, warmup=2 if block == 0 else 1).items()]:
@@ -103,11 +108,11 @@ def _paddle_steps(name, batch):
     from paddle_mbnet.analysis.benchmark import train_step_fn
 
     steps = {}
-    for label, (dw, pw, bn, layout) in STEP_VARIANTS.items():
+    for label, (dw, pw, bn, layout, stem_op) in STEP_VARIANTS.items():
         model = build_model(name, num_classes=10, small_input=True, depthwise=dw, pointwise=pw, batchnorm=bn,
                             layout=layout)
-        if label == PADDLE_STEM:
-            model.features[0].runs_stem_channels_last = lambda x: False
+        if not stem_op:
+            model.features[0].runs_stem_channels_last = lambda x: False  # an instance attribute: no hook needed
         steps[label] = train_step_fn(model, batch, 32)
     return steps
 
@@ -274,14 +279,16 @@ def _bench_batchnorm_layers(name, batchnorms, args):
 def _profile_step(name, args, steps=3):
     """paddle.profiler over ``steps`` training steps with our kernels (after one untimed step): operator types
     by CPU time. Custom operators' forward calls are not operator events there, so each depthwise layer's
-    and each fused BatchNorm's forward is wrapped in a user-defined event (the "UserDefined" view)."""
+    and each fused BatchNorm's and the stem operator's forward is wrapped in a user-defined event (the
+    "UserDefined" view)."""
     import paddle.profiler as profiler
 
     from paddle_mbnet import build_model
     from paddle_mbnet.analysis.benchmark import train_step_fn
+    from paddle_mbnet.cpu import ops
     from paddle_mbnet.models.layers import BatchNormAct2D, DepthwiseConv2D
 
-    dw, pw, bn, layout = STEP_VARIANTS[DEFAULT_VARIANT]
+    dw, pw, bn, layout, _ = STEP_VARIANTS[DEFAULT_VARIANT]
     model = build_model(name, num_classes=10, small_input=True, depthwise=dw, pointwise=pw, batchnorm=bn,
                         layout=layout)
 
@@ -300,10 +307,15 @@ def _profile_step(name, args, steps=3):
             m.fused_forward = recorded("BatchNorm + activation forward (mbnet op)", m.fused_forward)
     step = train_step_fn(model, args.batch, 32)
     step()
-    with profiler.Profiler(targets=[profiler.ProfilerTarget.CPU], on_trace_ready=lambda prof: None) as prof:
-        for _ in range(steps):
-            step()
-            prof.step()
+    stem_op = ops.stem_conv2d_nhwc  # the layer looks the function up at each call: wrapped for these steps only
+    ops.stem_conv2d_nhwc = recorded("stem conv forward (mbnet op)", stem_op)
+    try:
+        with profiler.Profiler(targets=[profiler.ProfilerTarget.CPU], on_trace_ready=lambda prof: None) as prof:
+            for _ in range(steps):
+                step()
+                prof.step()
+    finally:
+        ops.stem_conv2d_nhwc = stem_op
     print(f"{name}: paddle.profiler, {steps} training steps with depthwise={dw!r}, pointwise={pw!r}, "
           f"batchnorm={bn!r}, layout={layout!r}, batch {args.batch}")
     prof.summary(sorted_by=profiler.SortedKeys.CPUTotal, op_detail=False, thread_sep=False, time_unit="ms",
@@ -311,15 +323,14 @@ def _profile_step(name, args, steps=3):
                         profiler.SummaryView.UDFView])
 
 
-def _torch_in_own_process(argv, steps, quiet=False):
+def _torch_in_own_process(argv, steps):
     """{model: {"torch NCHW" | "torch channels_last": seconds per round}}, ``steps`` rounds timed by a child process
-    in both memory formats ({} without torch; ``quiet`` leaves the reason unprinted)."""
+    in both memory formats ({} without torch)."""
     argv = [a for a in (sys.argv[1:] if argv is None else argv) if a not in ("--profile", "--skip-layers")]
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--steps", str(steps), "--torch-only"],
                           capture_output=True, text=True)
     if proc.returncode != 0:
-        if not quiet:
-            print(f"PyTorch not timed: {(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
+        print(f"PyTorch not timed: {(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
         return {}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

@@ -255,24 +255,23 @@ class ConvBNAct(nn.Sequential):
     def runs_stem_channels_last(self, x) -> bool:
         """Whether ``stem_nhwc`` can run this layer on the NCHW image batch ``x``: a plain full conv (our stem
         operator, which gives no input gradient, so only for an ``x`` that needs none) then the fused BatchNorm +
-        activation, all of them the built layers with no hooks."""
-        conv, bn = self[0], self[1]
-        plain_conv = (type(conv) is nn.Conv2D and own_forward(conv) and conv._groups == 1 and conv.bias is None
-                      and list(conv._dilation) == [1, 1] and conv._padding_mode == "zeros"
-                      and conv._data_format == "NCHW" and conv._padding_algorithm == "EXPLICIT"
-                      and len(set(conv._updated_padding)) == 1 and len(set(conv._stride)) == 1
-                      and not (conv._forward_pre_hooks or conv._forward_post_hooks))
-        return (plain_conv and x.stop_gradient and self._fusable() and bn.impl == "custom"
-                and bn._use_global_stats is None and own_forward(self)
+        activation, all of them the built layers with no hooks, and ``forward`` the class's own."""
+        bn = self[1]
+        return (_plain_conv(self[0]) and x.stop_gradient and self._fusable() and bn.impl == "custom"
+                and bn._use_global_stats is None and bn._data_format == "NCHW" and own_forward(self)
+                and _defined_in(type(self), "forward") is _defined_in(type(self), "stem_nhwc")
                 and not (self._forward_pre_hooks or self._forward_post_hooks))
 
     def stem_nhwc(self, x):
         """The layer on an NCHW image batch, returned channels-last (see ``runs_stem_channels_last``)."""
-        from ..cpu.ops import stem_conv2d_nhwc
+        from ..cpu import ops
 
         conv = self[0]
-        y = stem_conv2d_nhwc(x, conv.weight, stride=conv._stride[0], padding=conv._updated_padding[0])
-        return self[1].fused_forward(y, self._fused_act, channels_last=True)
+        y = ops.stem_conv2d_nhwc(x, conv.weight, stride=conv._stride[0], padding=conv._updated_padding[0])
+        y = self[1].fused_forward(y, self._fused_act, channels_last=True)
+        if y is None:  # only the callers' checks (runs_stem_channels_last, a float32 CPU batch) make this unreachable
+            raise RuntimeError("ConvBNAct.stem_nhwc ran where the fused BatchNorm cannot")
+        return y
 
     def forward_nhwc(self, x):
         y = self[1].fused_forward(self[0].forward_nhwc(x), self._fused_act, channels_last=True)
@@ -289,6 +288,16 @@ class ConvBNAct(nn.Sequential):
         for layer in list(self.children())[1:]:
             x = layer(x)
         return x
+
+
+def _plain_conv(conv) -> bool:
+    """A built ``nn.Conv2D`` our stem operator computes alike: float32, no groups, bias or dilation, zero padding
+    the same on every side, one stride, NCHW, no hooks."""
+    return (type(conv) is nn.Conv2D and own_forward(conv) and conv._groups == 1 and conv.bias is None
+            and conv.weight.dtype == paddle.float32 and list(conv._dilation) == [1, 1]
+            and conv._padding_mode == "zeros" and conv._data_format == "NCHW"
+            and conv._padding_algorithm == "EXPLICIT" and len(set(conv._updated_padding)) == 1
+            and len(set(conv._stride)) == 1 and not (conv._forward_pre_hooks or conv._forward_post_hooks))
 
 
 def _defined_in(cls, name):

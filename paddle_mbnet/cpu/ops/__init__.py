@@ -174,10 +174,13 @@ def depthwise_conv2d_nhwc(x, weight, stride: int = 1, padding: int = 1):
 def stem_conv2d_nhwc(x, weight, stride: int = 1, padding: int = 1):
     """Full conv of an NCHW float32 image batch ``x`` with ``weight`` [Co, Ci, k, k] on CPU, returned NHWC.
 
-    Only the weight gets a gradient: callers pass inputs that need none (``x.stop_gradient``)."""
+    Only the weight gets a gradient, so an ``x`` that needs one (not ``x.stop_gradient``) is refused."""
     module = _load()
     if module is None:
         custom_ops_available(required=True)
+    if not x.stop_gradient and paddle.is_grad_enabled():
+        raise ArgumentError("stem_conv2d_nhwc gives its input no gradient, and this input needs one: use "
+                            "F.conv2d for it (the models do so by themselves)")
     return module.mbnet_stem_conv2d_nhwc(x, weight, int(stride), int(padding))
 
 

@@ -33,8 +33,7 @@ StemGeometry stem_geometry(const paddle::Tensor& x, const paddle::Tensor& w, int
   PD_CHECK(xs.size() == 4 && ws.size() == 4, "input must be NCHW and weight [Co, Ci, K, K]");
   PD_CHECK(ws[1] == xs[1] && ws[2] == ws[3], "weight must be [Co, Ci, K, K] with Ci = input channels");
   PD_CHECK(stride >= 1 && padding >= 0, "stride must be >= 1 and padding >= 0");
-  PD_CHECK(ws[0] >= 1 && ws[2] >= 1 && xs[1] >= 1 && xs[1] * ws[2] * ws[3] <= 256,
-           "mbnet stem_conv2d_nhwc: at most 256 input taps (Ci * K * K), and at least one output channel");
+  PD_CHECK(ws[0] >= 1 && ws[2] >= 1 && xs[1] >= 1, "mbnet stem_conv2d_nhwc: empty weight or input channels");
   // Checked before the division below, which truncates towards zero and would give one output row.
   PD_CHECK(xs[2] + 2 * padding >= ws[2] && xs[3] + 2 * padding >= ws[2], "input is smaller than the kernel");
   StemGeometry g;
@@ -79,8 +78,8 @@ void fill_strip(const float* x, const StemGeometry& g, int n, int oh, float* str
       if (ih < 0 || ih >= g.H) continue;
       const float* row = x + ((static_cast<long>(n) * g.Ci + ci) * g.H + ih) * g.W;
       float* dst = strip + (ci * g.K + kh) * g.strip_w;
-      const int c0 = std::max(0, g.p), c1 = std::min(g.strip_w, g.W + g.p);  // strip columns inside the image
-      for (int col = c0; col < c1; ++col) dst[col] = row[col - g.p];
+      const int inside_end = std::min(g.strip_w, g.W + g.p);  // strip columns p.. lie inside the image
+      for (int col = g.p; col < inside_end; ++col) dst[col] = row[col - g.p];
     }
 }
 
