@@ -86,26 +86,27 @@ def _ort_times(args, folder):
 
 
 def _profile(args):
-    """paddle.profiler's operator table for --repeats calls of each model's deploy-path predictor, after warm-up."""
+    """paddle.profiler's operator table for --repeats calls of the deploy-path predictor of the one model in
+    --models, after warm-up."""
     import paddle.profiler as profiler
 
     from paddle_mbnet import deploy
 
+    (name,) = args.models.split(",")
     with tempfile.TemporaryDirectory() as folder:
-        for name in args.models.split(","):
-            image, _, prefixes = _exported(args, folder, name)
-            predictor = deploy.create_predictor(prefixes[False], threads=args.threads)
-            for _ in range(args.warmup):
-                deploy.run_predictor(predictor, image)
-            prof = profiler.Profiler(targets=[profiler.ProfilerTarget.CPU], on_trace_ready=lambda _: None)  # no trace files
-            prof.start()
-            for _ in range(args.repeats):
-                deploy.run_predictor(predictor, image)
-                prof.step()
-            prof.stop()
-            print(f"{name}: paddle.profiler, {args.repeats} calls of the deploy path's predictor (Paddle Inference, "
-                  f"oneDNN, {args.threads} threads) after {args.warmup} warm-up calls", flush=True)
-            prof.summary(sorted_by=profiler.SortedKeys.CPUTotal, op_detail=False, thread_sep=False, time_unit="ms")
+        image, _, prefixes = _exported(args, folder, name)
+        predictor = deploy.create_predictor(prefixes[False], threads=args.threads)
+        for _ in range(args.warmup):
+            deploy.run_predictor(predictor, image)
+        prof = profiler.Profiler(targets=[profiler.ProfilerTarget.CPU], on_trace_ready=lambda _: None)  # no files
+        prof.start()
+        for _ in range(args.repeats):
+            deploy.run_predictor(predictor, image)
+            prof.step()
+        prof.stop()
+    print(f"{name}: paddle.profiler, {args.repeats} calls of the deploy path's predictor (Paddle Inference, "
+          f"oneDNN, {args.threads} threads) after {args.warmup} warm-up calls", flush=True)
+    prof.summary(sorted_by=profiler.SortedKeys.CPUTotal, op_detail=False, thread_sep=False, time_unit="ms")
 
 
 def _child(args):
@@ -229,7 +230,9 @@ def main(argv=None):
     if args.profile:
         sys.stdout.flush()
         argv = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--profile"]
-        subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--side", PROFILE_SIDE], check=True)
+        for name in args.models.split(","):  # a process each: paddle.profiler starts only once per process
+            subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--models", name, "--side", PROFILE_SIDE],
+                           check=True)
 
 
 if __name__ == "__main__":
