@@ -26,12 +26,13 @@ def _close(ours, reference, tol=1e-4):
 def test_networks_with_our_operators_match_paddles_kernels(name, size, batch, mode, monkeypatch):
     """Forward, every parameter's gradient and (in training) the BatchNorm running statistics, our CPU
     kernels vs paddle's (the channels-last model with its stem as our operator). Outputs and statistics must
-    agree within 1e-4. Gradients are judged against paddle's kernels in float64, with every BatchNorm's shift set
-    to 2 (``helpers.shift_batchnorms``): at the default 0, in training at batch 1 or 2, a channel that is nearly constant over its few values normalises to rounding noise
-    sitting on the ReLU's kink, so float32 rounding decides its mask and the BatchNorm's 1/sqrt(eps) then
-    magnifies that into percents of every gradient below it, in paddle's float32 kernels as in ours, at random
-    (in many inputs on some CPUs). Over five inputs our median error (all gradients as one vector,
-    relative to the float64 one) must be within twice paddle's float32 median error plus 1e-4."""
+    agree within 1e-4. Gradients are judged against paddle's kernels in float64, with every BatchNorm's shift
+    set to 2 (``helpers.shift_batchnorms``): at the default 0, in training at batch 1 or 2, a channel that is
+    nearly constant over its few values normalises to rounding noise sitting on the ReLU's kink, so float32
+    rounding decides its mask and the BatchNorm's 1/sqrt(eps) then magnifies that into percents of every
+    gradient below it, in paddle's float32 kernels as in ours, at random (in many inputs on some CPUs). Over
+    five inputs our median error (all gradients as one vector, relative to the float64 one) must be within
+    twice paddle's float32 median error plus 1e-4."""
     kwargs = {"num_classes": 10, "small_input": size == 32, "scale": 0.25 if size == 224 else 0.5}
     errors = {"ours": [], "ours NCHW": [], "paddle": []}
     stem_calls = []  # the channels-last model runs its stem as our operator (its weight gradient is checked here)
