@@ -24,3 +24,13 @@ def shift_batchnorms(model, shift=2.0):
     for layer in model.sublayers():
         if isinstance(layer, paddle.nn.BatchNorm2D):
             layer.bias.set_value(paddle.full(layer.bias.shape, shift, layer.bias.dtype))
+
+
+def count_stem_operator_calls(monkeypatch) -> list:
+    """A list that grows by one each time the models call our stem operator (``ops.stem_conv2d_nhwc``, which the
+    stem layer looks up at each call), for the rest of the test."""
+    from paddle_mbnet.cpu import ops
+
+    calls, stem_op = [], ops.stem_conv2d_nhwc
+    monkeypatch.setattr(ops, "stem_conv2d_nhwc", lambda *args, **kwargs: calls.append(1) or stem_op(*args, **kwargs))
+    return calls

@@ -9,7 +9,7 @@ import paddle_mbnet as pm
 from paddle_mbnet.cpu import ops
 from paddle_mbnet.errors import ArgumentError
 
-from helpers import shift_batchnorms
+from helpers import count_stem_operator_calls, shift_batchnorms
 
 pytestmark = pytest.mark.skipif(not ops.custom_ops_available(), reason="no C++ compiler to build the op")
 
@@ -86,9 +86,7 @@ def test_stem_nhwc_matches_paddles_conv(n, ci, h, w, co, k, stride, pad):
 def test_the_stem_operator_runs_only_for_inputs_without_gradient(monkeypatch):
     """The image batch (no gradient) takes the stem operator; an input that needs a gradient (saliency maps,
     adversarial examples) takes paddle's conv, and its gradient matches the NCHW model's."""
-    calls = []
-    stem = ops.stem_conv2d_nhwc
-    monkeypatch.setattr(ops, "stem_conv2d_nhwc", lambda *args, **kwargs: calls.append(1) or stem(*args, **kwargs))
+    calls = count_stem_operator_calls(monkeypatch)
     paddle.seed(0)
     ours = pm.MobileNetV2(num_classes=10, small_input=True, scale=0.25)
     reference = pm.MobileNetV2(num_classes=10, small_input=True, scale=0.25, layout="NCHW")
@@ -228,9 +226,7 @@ def test_a_watched_or_changed_stem_takes_paddles_conv(monkeypatch):
     honoured; the blocks after it stay channels-last either way."""
     from paddle_mbnet.models.layers import ConvBNAct
 
-    calls = []
-    stem_op = ops.stem_conv2d_nhwc
-    monkeypatch.setattr(ops, "stem_conv2d_nhwc", lambda *args, **kwargs: calls.append(1) or stem_op(*args, **kwargs))
+    calls = count_stem_operator_calls(monkeypatch)
     model = pm.MobileNetV1(num_classes=10, small_input=True, scale=0.25)  # training mode: outputs of order 1
     x = paddle.randn([2, 3, 32, 32])
     expected = model(x).numpy()

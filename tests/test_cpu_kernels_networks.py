@@ -10,7 +10,7 @@ import pytest
 import paddle_mbnet as pm
 from paddle_mbnet.cpu import ops
 
-from helpers import shift_batchnorms
+from helpers import count_stem_operator_calls, shift_batchnorms
 
 pytestmark = pytest.mark.skipif(not ops.custom_ops_available(), reason="no C++ compiler to build the op")
 
@@ -35,10 +35,8 @@ def test_networks_with_our_operators_match_paddles_kernels(name, size, batch, mo
     twice paddle's float32 median error plus 1e-4."""
     kwargs = {"num_classes": 10, "small_input": size == 32, "scale": 0.25 if size == 224 else 0.5}
     errors = {"ours": [], "ours NCHW": [], "paddle": []}
-    stem_calls = []  # the channels-last model runs its stem as our operator (its weight gradient is checked here)
-    stem_op = ops.stem_conv2d_nhwc
-    monkeypatch.setattr(ops, "stem_conv2d_nhwc",
-                        lambda *args, **kwargs: stem_calls.append(1) or stem_op(*args, **kwargs))
+    # the channels-last model runs its stem as our operator, whose weight gradient is then checked here
+    stem_calls = count_stem_operator_calls(monkeypatch)
     for seed in range(5):
         paddle.seed(seed)
         models = {impl: pm.build_model(name, depthwise=impl, pointwise="auto" if impl == "custom" else impl,

@@ -94,7 +94,7 @@ def _profile(args):
 
     (name,) = args.models.split(",")
     with tempfile.TemporaryDirectory() as folder:
-        image, _, prefixes = _exported(args, folder, name)
+        image, _, prefixes = _exported(args, folder, name, legacy_formats=(False,))  # the deploy path's format
         predictor = deploy.create_predictor(prefixes[False], threads=args.threads)
         for _ in range(args.warmup):
             deploy.run_predictor(predictor, image)
@@ -139,8 +139,8 @@ def _block(argv, side):
     return lines[:-1], json.loads(lines[-1])
 
 
-def _exported(args, folder, name):
-    """(random input, the dynamic model's output, {format: export prefix}) of one network."""
+def _exported(args, folder, name, legacy_formats=(False, True)):
+    """(random input, the dynamic model's output, {legacy: export prefix}) of one network, in each format asked."""
     import numpy as np
     import paddle
 
@@ -151,7 +151,7 @@ def _exported(args, folder, name):
     model = build_model(name, num_classes=1000).eval()
     want = model(paddle.to_tensor(image)).numpy()
     prefixes = {legacy: deploy.export(model, os.path.join(folder, name, "legacy" if legacy else "pir", "inference"),
-                                      args.input_size, legacy=legacy) for legacy in (False, True)}
+                                      args.input_size, legacy=legacy) for legacy in legacy_formats}
     return image, want, prefixes
 
 
