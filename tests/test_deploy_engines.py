@@ -77,12 +77,15 @@ def test_every_conv_runs_fused_with_its_batchnorm_and_activation_in_paddle_infer
         assert set(ops) == {"fused_conv2d", "pool2d", "flatten_contiguous_range", "fc"}, ops
 
 
-def test_memory_optim_on_a_pir_program_says_to_export_the_legacy_format(tmp_path):
+def test_predictor_settings_that_cannot_apply_are_refused_with_one_line(tmp_path):
     prefix, _, _ = _exported(tmp_path, "mobilenet_v1", legacy=False)
     with pytest.raises(ArgumentError, match="memory_optim runs on the legacy program format only: export with"):
         deploy.create_predictor(prefix, memory_optim=True)
     with pytest.raises(ArgumentError, match="onednn_cache must be >= 0"):
         deploy.create_predictor(prefix, onednn_cache=-1)
+    for no_onednn in ({"onednn": False}, {"gpu": True}):  # a cache setting that would be silently ignored
+        with pytest.raises(ArgumentError, match="onednn_cache=2 bounds oneDNN's kernel cache, which runs on the CPU"):
+            deploy.create_predictor(prefix, onednn_cache=2, **no_onednn)
 
 
 def test_openvino_needs_the_legacy_format_and_says_so(tmp_path):
