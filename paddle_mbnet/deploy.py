@@ -74,7 +74,7 @@ def create_predictor(prefix: str, threads: int = 1, onednn: bool = True, gpu: bo
         raise ArgumentError(f"onednn_cache must be >= 0 (0: paddle's default), got {onednn_cache}")
     if onednn_cache and (gpu or not (onednn or int8_ops)):
         raise ArgumentError(f"onednn_cache={onednn_cache} bounds oneDNN's kernel cache, which runs on the CPU with "
-                            "oneDNN only: leave it 0 with gpu=True or onednn=False")
+                            "oneDNN only: leave it 0 with gpu=True, or with onednn=False and no int8_ops")
     model_file = _model_file(prefix)
     if memory_optim and model_file.endswith(".json"):  # paddle 3.3's buffer-sharing pass fails on PIR programs
         raise ArgumentError("memory_optim runs on the legacy program format only: export with legacy=True "
