@@ -230,7 +230,8 @@ def main(argv=None):
     if args.profile:
         sys.stdout.flush()
         argv = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--profile"]
-        for name in args.models.split(","):  # a process each: paddle.profiler starts only once per process
+        # a process each (paddle.profiler starts only once per process); argparse keeps the last --models given
+        for name in args.models.split(","):
             subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--models", name, "--side", PROFILE_SIDE],
                            check=True)
 
