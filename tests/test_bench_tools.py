@@ -25,6 +25,13 @@ def test_bench_depthwise_prints_layer_and_step_ratios():
     rounding = 0.05 + sum(int(count) for count, _, _ in rows) * 0.005  # totals to 0.1 ms, rows to 0.01 ms
     for column, total in enumerate(totals, start=1):
         assert float(total) == pytest.approx(sum(int(row[0]) * float(row[column]) for row in rows), abs=rounding)
+    # V1's 13 pointwise convs as [N*H*W, C_in] x [C_in, C_out] products, the first on the 32x32 map (batch 2)
+    gemms = re.findall(r"\[ *(\d+) x +(\d+)\] x \[ *\d+ x +(\d+)\] x(\d+) +([\d.]+) ms +[\d.]+ GFLOP/s", out)
+    assert sum(int(g[3]) for g in gemms) == 13 and gemms[0][:3] == ("2048", "32", "64")
+    gemm_total = re.search(r"all 1x1 convolutions: ([\d.]+) ms per step, [\d.]+ GFLOP/s \(([\d.]+) of the sgemm", out)
+    assert float(gemm_total[1]) == pytest.approx(sum(int(g[3]) * float(g[4]) for g in gemms),
+                                                 abs=0.05 + 13 * 0.005)
+    assert float(gemm_total[2]) > 0
     assert re.search(r"mobilenet_v1 +custom [\d.]+x and custom\+auto [\d.]+x and custom\+auto\+bn [\d.]+x and "
                      r"nhwc, paddle stem [\d.]+x and custom\+bn\+nhwc [\d.]+x paddle", out)
     # --steps 1 in 2 blocks: one round per block, each block PyTorch's child then paddle

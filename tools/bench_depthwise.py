@@ -5,8 +5,9 @@ and PyTorch on MobileNetV1/V2.
 
 Two levels, both at batch 128 and 32x32 with small_input=True:
 - the operators alone: forward + backward (input and weight grads) of every depthwise
-  layer of the network, our NCHW and NHWC ops vs F.conv2d(groups=C), summed over the layers, and of
-  every fused BatchNorm + activation on NCHW and on NHWC input;
+  layer of the network, our NCHW and NHWC ops vs F.conv2d(groups=C), summed over the layers, of
+  every fused BatchNorm + activation on NCHW and on NHWC input, and of every 1x1 convolution as the
+  channels-last path runs it (one paddle.matmul over all pixels), in GFLOP/s beside the sgemm figure;
 - a whole training step (Adam) of the network: "paddle" (paddle's kernels throughout), "custom"
   (our depthwise op, paddle's 1x1 conv2d), "custom+auto" (our op, and 1x1 convs on maps of <= 16
   pixels as one matmul), "custom+auto+bn" (also BatchNorm + activation as our fused op),
@@ -75,10 +76,11 @@ def main(argv=None):
     paddle.base.core.set_num_threads(args.threads)
     keep_freed_memory()  # as tools/train.py does on CPU; PADDLE_MBNET_MALLOC=default to compare without
     print(env_header())
-    print(f"sgemm: paddle.matmul 2048x2048 float32 at {_sgemm_gflops(args.threads):.1f} GFLOP/s "
+    sgemm = _sgemm_gflops(args.threads)
+    print(f"sgemm: paddle.matmul 2048x2048 float32 at {sgemm:.1f} GFLOP/s "
           f"({args.threads} threads); training GFLOP/s below = img/s x 6 x forward mult-adds")
     for name in [] if args.skip_layers else args.models.split(","):
-        _bench_layers(name, args)
+        _bench_layers(name, args, sgemm)
     names = args.models.split(",")
     per_block = -(-args.steps // args.blocks)
     print(f"training step, batch {args.batch}, 32x32, small_input=True, Adam; median of {per_block * args.blocks} "
@@ -166,31 +168,39 @@ def _interleaved(variants, steps, warmup=2):
 
 
 def _layer_shapes(name, batch):
-    """The inputs of the network's depthwise convs [(NCHW shape, stride)] and of its fused BatchNorms
-    {(NCHW shape, activation): count}, from one forward at 32x32. A BatchNorm's input has the shape of its
+    """The inputs of the network's depthwise convs [(NCHW shape, stride)], of its fused BatchNorms
+    {(NCHW shape, activation): count} and its 1x1 convs' matrix products {(rows, C_in, C_out): count},
+    from one forward at 32x32. A BatchNorm's input has the shape of its
     ConvBNAct's output; the model is built with batchnorm="custom" so that each block knows its fused activation."""
     import paddle
 
     from paddle_mbnet import build_model
-    from paddle_mbnet.models.layers import ConvBNAct
+    from paddle_mbnet.models.layers import ConvBNAct, PointwiseConv2D
 
-    depthwise, batchnorms = [], {}
+    depthwise, batchnorms, pointwise = [], {}, {}
 
     def seen_batchnorm(layer, inputs, output):
         key = (tuple(output.shape), layer._fused_act)
         batchnorms[key] = batchnorms.get(key, 0) + 1
+
+    def seen_pointwise(layer, inputs, output):
+        n, c_in, h, w = inputs[0].shape
+        key = (n * h * w, c_in, output.shape[1])
+        pointwise[key] = pointwise.get(key, 0) + 1
 
     model = build_model(name, num_classes=10, small_input=True, depthwise="paddle", batchnorm="custom",
                         layout="NCHW")
     hooks = [m.register_forward_post_hook(lambda layer, inp, out: depthwise.append((inp[0].shape, layer._stride[0])))
              for m in model.sublayers() if isinstance(m, paddle.nn.Conv2D) and m._groups > 1]
     hooks += [m.register_forward_post_hook(seen_batchnorm) for m in model.sublayers() if isinstance(m, ConvBNAct)]
+    hooks += [m.register_forward_post_hook(seen_pointwise) for m in model.sublayers()
+              if isinstance(m, PointwiseConv2D)]
     with paddle.no_grad():
         model.eval()
         model(paddle.zeros([batch, 3, 32, 32]))
     for h in hooks:
         h.remove()
-    return depthwise, batchnorms
+    return depthwise, batchnorms, pointwise
 
 
 def _fwd_bwd(fn, *inputs):
@@ -213,7 +223,7 @@ def _nhwc(x):
     return leaf
 
 
-def _bench_layers(name, args):
+def _bench_layers(name, args, sgemm):
     """Forward + backward of every depthwise layer of ``name`` (our NCHW and NHWC operators vs paddle's grouped
     conv; the ratio printed is paddle's time over our NCHW op's, a speed-up) and of every fused BatchNorm +
     activation (our operator on NCHW vs NHWC input; the ratio is NHWC's time over NCHW's, above 1 a slow-down)."""
@@ -223,7 +233,7 @@ def _bench_layers(name, args):
 
     from paddle_mbnet.cpu.ops import depthwise_conv2d, depthwise_conv2d_nhwc
 
-    depthwise, batchnorms = _layer_shapes(name, args.batch)
+    depthwise, batchnorms, pointwise = _layer_shapes(name, args.batch)
     total = {"custom": 0.0, "nhwc": 0.0, "paddle": 0.0}
     print(f"{name}: depthwise layers alone, forward + backward, batch {args.batch}")
     for shape, stride in depthwise:
@@ -243,6 +253,7 @@ def _bench_layers(name, args):
     print(f"{name:13s} all depthwise layers: custom {1000 * total['custom']:.1f} ms, nhwc {1000 * total['nhwc']:.1f} "
           f"ms, paddle {1000 * total['paddle']:.1f} ms per step -> {total['paddle'] / total['custom']:.1f}x")
     _bench_batchnorm_layers(name, batchnorms, args)
+    _bench_pointwise_layers(name, pointwise, args, sgemm)
 
 
 def _bench_batchnorm_layers(name, batchnorms, args):
@@ -274,6 +285,31 @@ def _bench_batchnorm_layers(name, batchnorms, args):
               f"{1000 * med['NCHW']:7.2f} ms  NHWC {1000 * med['NHWC']:7.2f} ms  {med['NHWC'] / med['NCHW']:5.2f}x")
     print(f"{name:13s} all fused BatchNorms: NCHW {1000 * total['NCHW']:.1f} ms, NHWC {1000 * total['NHWC']:.1f} ms "
           f"per step -> NHWC/NCHW {total['NHWC'] / total['NCHW']:.2f}x")
+
+
+def _bench_pointwise_layers(name, pointwise, args, sgemm):
+    """Every 1x1 convolution as the channels-last path runs it, forward + both gradients: one paddle.matmul of
+    [N*H*W, C_in] by the [C_out, C_in] weight (transposed), once per distinct shape; the totals weigh each by how
+    often the network has it. GFLOP/s count 6 FLOPs per mult-add (forward, input and weight gradients)."""
+    import numpy as np
+    import paddle
+
+    total_seconds = total_flop = 0.0
+    print(f"{name}: 1x1 convolutions alone as one matmul (channels-last), forward + backward, batch {args.batch}")
+    for (rows, c_in, c_out), count in pointwise.items():
+        x, weight = paddle.randn([rows, c_in]), paddle.randn([c_out, c_in])
+        x.stop_gradient = weight.stop_gradient = False
+        seconds = float(np.median(_interleaved(
+            {"matmul": _fwd_bwd(lambda a, b: paddle.matmul(a, b, transpose_y=True), x, weight)},
+            args.steps)["matmul"]))
+        flop = 6.0 * rows * c_in * c_out
+        total_seconds += count * seconds
+        total_flop += count * flop
+        print(f"  [{rows:6d} x {c_in:4d}] x [{c_in:4d} x {c_out:4d}] x{count:<2d} {1000 * seconds:7.2f} ms  "
+              f"{flop / seconds / 1e9:6.1f} GFLOP/s")
+    achieved = total_flop / total_seconds / 1e9
+    print(f"{name:13s} all 1x1 convolutions: {1000 * total_seconds:.1f} ms per step, {achieved:.1f} GFLOP/s "
+          f"({achieved / sgemm:.2f} of the sgemm figure; at it they would take {total_flop / sgemm / 1e6:.1f} ms)")
 
 
 def _profile_step(name, args, steps=3):
