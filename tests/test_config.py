@@ -96,3 +96,10 @@ def test_config_reference_lists_every_key_with_its_default():
     with open(f"{ROOT}/docs/config.md") as f:
         doc = f.read()
     assert doc == reference_doc(), "docs/config.md is stale: python -m paddle_mbnet.training.config > docs/config.md"
+
+
+def test_config_reference_names_every_registered_model():
+    from paddle_mbnet import list_models
+    from paddle_mbnet.training.config import HELP
+
+    assert all(f"`{name}`" in HELP["Arch.name"] for name in list_models())

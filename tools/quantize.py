@@ -7,8 +7,8 @@ exports DIR/int8/inference.{pdmodel,pdiparams} and the float32 model DIR/fp32/in
 <run dir>/quantized), runs both with Paddle Inference on CPU (oneDNN; int8 kernels for the int8 one),
 evaluates both on the test set, times both at batch 1 (warm-up, then interleaved rounds, medians) and writes
 DIR/quantize.json with fp32_acc, int8_acc, top1_agreement, fp32_latency_ms and int8_latency_ms.
-INT8 is faster only on CPUs with int8 dot-product instructions (AVX-512 VNNI, AVX-VNNI, AMX); the table
-says what this CPU gives.
+INT8 gains most on CPUs with int8 dot-product instructions (AVX-512 VNNI, AVX-VNNI, AMX) and may gain less, or
+nothing, without them; the table says what this CPU gives.
 """
 import argparse
 import json

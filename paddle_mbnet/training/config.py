@@ -132,8 +132,8 @@ HELP = {
                         "step, e.g. 0.999; folded in every few steps at the same time constant); 0 = off",
     "Global.eval_tta": "also report test accuracy with horizontal-flip test-time augmentation (`test_acc_tta`; "
                        "selection and `test_acc` stay plain)",
-    "Arch.name": "a registry name: `mobilenet_v1`, `mobilenet_v2`, `mobilenet_v1_conv`, `vgg16`, `vgg19`, "
-                 "`resnet18`, `resnet50`, `resnet152`",
+    "Arch.name": "a registry name: `mobilenet_v1`, `mobilenet_v2`, `mobilenet_v1_conv`, `vgg16`, `vgg16_bn`, "
+                 "`vgg19`, `vgg19_bn`, `resnet18`, `resnet50`, `resnet152`",
     "Arch.num_classes": "classifier outputs",
     "Arch.scale": "width multiplier alpha (our MobileNets)",
     "Arch.small_input": "CIFAR variant of our MobileNets (stride-1 stem); must be false for VGG/ResNet",
