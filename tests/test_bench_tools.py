@@ -28,10 +28,15 @@ def test_bench_depthwise_prints_layer_and_step_ratios():
     # V1's 13 pointwise convs as [N*H*W, C_in] x [C_in, C_out] products, the first on the 32x32 map (batch 2)
     gemms = re.findall(r"\[ *(\d+) x +(\d+)\] x \[ *\d+ x +(\d+)\] x(\d+) +([\d.]+) ms +[\d.]+ GFLOP/s", out)
     assert sum(int(g[3]) for g in gemms) == 13 and gemms[0][:3] == ("2048", "32", "64")
-    gemm_total = re.search(r"all 1x1 convolutions: ([\d.]+) ms per step, [\d.]+ GFLOP/s \(([\d.]+) of the sgemm", out)
-    assert float(gemm_total[1]) == pytest.approx(sum(int(g[3]) * float(g[4]) for g in gemms),
-                                                 abs=0.05 + 13 * 0.005)
-    assert float(gemm_total[2]) > 0
+    total_ms, gflops, at_sgemm_ms = map(float, re.search(
+        r"all 1x1 convolutions: ([\d.]+) ms per step, ([\d.]+) GFLOP/s \([\d.]+ of the sgemm figure; at it they would "
+        r"take ([\d.]+) ms\)", out).groups())
+    assert total_ms == pytest.approx(sum(int(g[3]) * float(g[4]) for g in gemms), abs=0.05 + 13 * 0.005)
+    # forward, input gradient and weight gradient: three GEMMs of 2 FLOPs per mult-add
+    flop = sum(6 * int(count) * int(rows) * int(c_in) * int(c_out) for rows, c_in, c_out, count, _ in gemms)
+    assert gflops == pytest.approx(flop / total_ms / 1e6, rel=0.05)
+    sgemm = float(re.search(r"sgemm: paddle.matmul 2048x2048 float32 at ([\d.]+) GFLOP/s", out)[1])
+    assert at_sgemm_ms == pytest.approx(flop / sgemm / 1e6, rel=0.01, abs=0.05)
     assert re.search(r"mobilenet_v1 +custom [\d.]+x and custom\+auto [\d.]+x and custom\+auto\+bn [\d.]+x and "
                      r"nhwc, paddle stem [\d.]+x and custom\+bn\+nhwc [\d.]+x paddle", out)
     # --steps 1 in 2 blocks: one round per block, each block PyTorch's child then paddle

@@ -204,15 +204,16 @@ def _layer_shapes(name, batch):
 
 
 def _fwd_bwd(fn, *inputs):
-    """One forward + backward of ``fn(*inputs)`` with a gradient of ones, clearing the inputs' gradients."""
+    """One forward + backward of ``fn(*inputs)``: the output gradient (ones) is made once, outside the timed call,
+    and the inputs' gradients come back as fresh tensors (``paddle.grad``), as inside a training step, instead of
+    being added into ``.grad`` buffers that would need zeroing: both would be memory passes the step does not make."""
     import paddle
 
+    wanted = [t for t in inputs if not t.stop_gradient]
+    seed = paddle.ones_like(fn(*inputs))
+
     def run():
-        out = fn(*inputs)
-        out.backward(paddle.ones_like(out))
-        for t in inputs:
-            if not t.stop_gradient:
-                t.clear_gradient()
+        paddle.grad([fn(*inputs)], wanted, grad_outputs=[seed])
     return run
 
 
@@ -226,7 +227,8 @@ def _nhwc(x):
 def _bench_layers(name, args, sgemm):
     """Forward + backward of every depthwise layer of ``name`` (our NCHW and NHWC operators vs paddle's grouped
     conv; the ratio printed is paddle's time over our NCHW op's, a speed-up) and of every fused BatchNorm +
-    activation (our operator on NCHW vs NHWC input; the ratio is NHWC's time over NCHW's, above 1 a slow-down)."""
+    activation (our operator on NCHW vs NHWC input; the ratio is NHWC's time over NCHW's, above 1 a slow-down), then
+    of every 1x1 convolution as the channels-last path runs it (one matmul), beside the sgemm figure."""
     import numpy as np
     import paddle
     import paddle.nn.functional as F
