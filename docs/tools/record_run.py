@@ -33,7 +33,10 @@ def main(argv=None):
         shutil.copy(os.path.join(args.run_dir, name), os.path.join(args.out, name))
     with open(args.log, errors="replace") as f:
         lines = [part for line in f for part in line.split("\r")]
-    epochs = [line.rstrip() for line in lines if re.match(r"(epoch \d+/\d+  train_loss|done: )", line)]
+    # an epoch line ends at its img/s figure, the last line at its minutes: a warning printed meanwhile by another
+    # thread can follow on the same line
+    epochs = [re.sub(r"( img/s| min)\b.*", r"\1", line.rstrip())
+              for line in lines if re.match(r"(epoch \d+/\d+  train_loss|done: )", line)]
     with open(os.path.join(args.out, "epochs.txt"), "w") as f:
         f.write("\n".join(epochs) + "\n")
     timing = {key: value.strip() for key, value in (line.strip().split(": ", 1) for line in lines
