@@ -26,6 +26,9 @@ def test_notebook_is_committed_without_outputs():
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code and all(not c.outputs and c.execution_count is None for c in code), "strip the notebook's outputs"
     assert not any("def " in c.source for c in code), "the notebook imports the package instead of defining code"
+    with open(NOTEBOOK) as f:  # the raw file: nbformat.read fills missing ids in, with a warning only
+        cells = json.load(f)["cells"]
+    assert all(cell.get("id") for cell in cells), "every cell needs an id (nbformat 4.5): nbformat.validator.normalize"
 
 
 def test_notebook_runs_top_to_bottom_in_smoke_mode(monkeypatch):
