@@ -33,7 +33,7 @@ def test_bench_depthwise_prints_layer_and_step_ratios():
         r"take ([\d.]+) ms\)", out).groups())
     assert total_ms == pytest.approx(sum(int(g[3]) * float(g[4]) for g in gemms), abs=0.05 + 13 * 0.005)
     # forward, input gradient and weight gradient: three GEMMs of 2 FLOPs per mult-add
-    flop = sum(6 * int(count) * int(rows) * int(c_in) * int(c_out) for rows, c_in, c_out, count, _ in gemms)
+    flop = sum(6 * int(count) * int(pixels) * int(c_in) * int(c_out) for pixels, c_in, c_out, count, _ in gemms)
     assert gflops == pytest.approx(flop / total_ms / 1e6, rel=0.05)
     sgemm = float(re.search(r"sgemm: paddle.matmul 2048x2048 float32 at ([\d.]+) GFLOP/s", out)[1])
     assert at_sgemm_ms == pytest.approx(flop / sgemm / 1e6, rel=0.01, abs=0.05)
