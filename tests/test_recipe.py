@@ -189,3 +189,23 @@ def test_tta_averages_the_logits_of_each_image_and_its_mirror():
     # logits + mirrored logits = (0.1, 0) for every image: TTA always answers class 0
     assert result["acc_tta"] == pytest.approx(float((labels.numpy() == 0).mean()))
     assert "acc_tta" not in loop.evaluate(_LeftRight(), [(images, labels)])
+
+
+@pytest.mark.parametrize("warmup", [0, 0.5])
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_more_epochs_on_resume_follow_the_longer_schedule(schedule, warmup):
+    """A run resumed with more Global.epochs continues on the schedule a run of that length takes from the start."""
+    short = ["Optimizer.lr=0.01", f"Optimizer.schedule={schedule}", f"Optimizer.warmup_epochs={warmup}"]
+    cfg_short, cfg_long = load_config(None, short + ["Global.epochs=4"]), load_config(None, short + ["Global.epochs=8"])
+    sched = optim.build_scheduler(cfg_short, STEPS_PER_EPOCH, notify=False)
+    for _ in range(4 * STEPS_PER_EPOCH):  # the short run to its end: its rate is 0
+        sched.step()
+    resumed = optim.build_scheduler(cfg_long, STEPS_PER_EPOCH, notify=False)
+    resumed.set_state_dict(sched.state_dict())
+    fresh = optim.build_scheduler(cfg_long, STEPS_PER_EPOCH, notify=False)
+    for _ in range(4 * STEPS_PER_EPOCH):
+        fresh.step()
+    for _ in range(3):
+        resumed.step()
+        fresh.step()
+        assert resumed.get_lr() == pytest.approx(fresh.get_lr()) and resumed.get_lr() > 0.01 / 10

@@ -1,6 +1,7 @@
 """Optimizer and learning-rate schedule from the config's Optimizer section."""
 from __future__ import annotations
 
+import math
 import sys
 
 import paddle
@@ -32,7 +33,10 @@ def build_scheduler(cfg, steps_per_epoch: int, notify=True):
     decay_steps = max(1, total - warmup)  # cosine and linear reach 0 exactly at the last step
     lr = paddle.optimizer.lr
     if opt_cfg["schedule"] == "cosine":
-        sched = lr.CosineAnnealingDecay(opt_cfg["lr"], T_max=decay_steps)
+        # from the step number, not paddle's CosineAnnealingDecay: that one derives each rate from the one before,
+        # so a resumed run given more epochs would carry on along the old, shorter curve
+        sched = lr.LambdaDecay(opt_cfg["lr"], lambda step: 0.5 * (1 + math.cos(math.pi * min(step, decay_steps)
+                                                                               / decay_steps)))
     elif opt_cfg["schedule"] == "linear":
         sched = lr.PolynomialDecay(opt_cfg["lr"], decay_steps=decay_steps, end_lr=0.0, power=1.0)
     elif opt_cfg["schedule"] == "step":
