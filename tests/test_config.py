@@ -37,6 +37,7 @@ def test_yaml_then_overrides(tmp_path):
     ("Global.epochs=__import__('os')", "must be a int"),
     ("Global.ema_decay=1.0", r"Global.ema_decay=1.0 is out of range: it must be >= 0.0 and < 1.0"),
     ("DataLoader.progressive_end=1.5", r"progressive_end=1.5 is out of range: it must be >= 0.0 and <= 1.0"),
+    ("Global.seed=-1", r"Global.seed=-1 is out of range: it must be >= 0 and <= 4294967295"),
 ])
 def test_bad_overrides(override, match):
     with pytest.raises(ConfigError, match=match):

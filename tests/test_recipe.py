@@ -209,3 +209,12 @@ def test_more_epochs_on_resume_follow_the_longer_schedule(schedule, warmup):
         resumed.step()
         fresh.step()
         assert resumed.get_lr() == pytest.approx(fresh.get_lr()) and resumed.get_lr() > 0.01 / 10
+
+
+def test_the_largest_seed_shuffles():
+    """Seeds up to 2**32 - 1 are valid: the shuffle's numpy seed mixes seed and epoch modulo 2**32."""
+    from paddle_mbnet.training.trainer import EpochBatchSampler
+
+    sampler = EpochBatchSampler(list(range(10)), 5, load_config(None, ["Global.seed=4294967295"])["Global"]["seed"])
+    sampler.set_epoch(3)
+    assert sorted(i for batch in sampler for i in batch) == list(range(10))

@@ -94,7 +94,7 @@ CHOICES = {
 # left out]); None = unbounded.
 RANGES = {
     ("Global", "epochs"): (1, None, True), ("Global", "max_steps"): (0, None, True),
-    ("Global", "num_threads"): (0, None, True),
+    ("Global", "num_threads"): (0, None, True), ("Global", "seed"): (0, 2 ** 32 - 1, True, True),
     ("Global", "log_interval"): (1, None, True), ("Global", "ema_decay"): (0.0, 1.0, True),
     ("Arch", "num_classes"): (1, None, True), ("Arch", "scale"): (0.0, None, False),
     ("Optimizer", "lr"): (0.0, None, False), ("Optimizer", "weight_decay"): (0.0, None, True),

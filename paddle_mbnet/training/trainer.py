@@ -75,8 +75,9 @@ class EpochBatchSampler(DistributedBatchSampler):
         self.seed, self.skip = seed, 0
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        # DistributedBatchSampler seeds its shuffle with the epoch number alone; mix in our seed.
-        super().set_epoch(self.seed * 100003 + epoch)
+        # DistributedBatchSampler seeds its shuffle (numpy's RandomState: below 2**32) with the epoch number alone;
+        # mix in our seed.
+        super().set_epoch((self.seed * 100003 + epoch) % 2 ** 32)
         self.skip = skip
 
     def __iter__(self):
