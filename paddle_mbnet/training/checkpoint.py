@@ -47,7 +47,7 @@ def _lean_save(obj, path):
         pickler.dump(obj)
 
 
-def _write_then_rename(path, write) -> None:
+def write_then_rename(path, write) -> None:
     """``write(tmp)`` beside the target, then rename: a crash or full disk mid-write leaves the previous file
     intact."""
     tmp = path + ".tmp"
@@ -64,7 +64,7 @@ def _write_then_rename(path, write) -> None:
 
 
 def _atomic_save(obj, path):
-    _write_then_rename(path, lambda tmp: _lean_save(obj, tmp))
+    write_then_rename(path, lambda tmp: _lean_save(obj, tmp))
 
 
 def rename_optimizer_state(opt_state: dict, layer, to_structured: bool) -> dict:
@@ -112,7 +112,7 @@ def copy_checkpoint(source: str, path: str) -> None:
         except OSError:
             shutil.copyfile(source, tmp)
 
-    _write_then_rename(path, link_or_copy)
+    write_then_rename(path, link_or_copy)
 
 
 def resolve_checkpoint(path: str, prefer=(CKPT_LAST,)) -> str:

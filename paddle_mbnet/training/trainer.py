@@ -41,6 +41,7 @@ from .checkpoint import (
     load_checkpoint,
     load_optimizer_state,
     save_checkpoint,
+    write_then_rename,
 )
 from .config import apply_overrides, check_resumable, resolve_threads, run_dir_of, save_config
 from .data import Batches, build_datasets, eval_loader, stop_like_ctrl_c, train_image_size
@@ -434,16 +435,24 @@ def _end_epoch(run, state, history, cfg, train_stats, writer):
     improved = record["val_acc"] is not None and record["val_acc"] > state.best_val_acc
     if improved:
         state.best_val_acc, state.best_epoch = record["val_acc"], epoch
+    # before the checkpoint, and whole or not at all: a resume from the checkpoint before re-runs this epoch and
+    # replaces its record, while a checkpoint without its record would lose it
+    _write_json(os.path.join(run["out"], "metrics.json"), history)
     _save(run, state, cfg, CKPT_LAST)
     if improved:
         copy_checkpoint(os.path.join(run["out"], CKPT_LAST), os.path.join(run["out"], CKPT_BEST))
-    with open(os.path.join(run["out"], "metrics.json"), "w") as f:
-        json.dump(history, f, indent=1)
     _plot_curves(history, os.path.join(run["out"], "curves.png"))
     print(f"epoch {epoch}/{cfg['Global']['epochs']}  train_loss={record['train_loss']:.4f} "
           f"train_acc={record['train_acc']:.4f}  val_acc={_fmt(record['val_acc'])} "
           f"test_acc={_fmt(record['test_acc'])}  lr={record['lr']:.2e}  {record['epoch_time_s']:.1f}s  "
           f"{record['train_ips']:.1f} img/s{_size_note(record, cfg)}", flush=True)
+
+
+def _write_json(path, obj) -> None:
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1)
+    write_then_rename(path, write)
 
 
 def _size_note(record, cfg) -> str:
@@ -456,20 +465,20 @@ def _finish(run, state, history, cfg, interrupted, started) -> dict:
     if not run["rank0"]:
         return summary
     if summary["finished"]:
-        summary.update(_final_test(run, state, cfg))
+        summary.update(_final_test(run, state, history, cfg))
     summary["wall_time_s"] = time.perf_counter() - started
-    with open(os.path.join(run["out"], "run_summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
+    _write_json(os.path.join(run["out"], "run_summary.json"), summary)
     if summary["finished"]:
         _print_final(summary)
     return summary
 
 
-def _final_test(run, state, cfg) -> dict:
+def _final_test(run, state, history, cfg) -> dict:
     """Test accuracy of the selected weights (``best``, else the last) once the run is done, with flip TTA
-    when ``Global.eval_tta``; skipped when every epoch's test figure already gives it and no TTA is asked."""
+    when ``Global.eval_tta``; skipped when the selected epoch's record already holds it and no TTA is asked."""
     glob_cfg = cfg["Global"]
-    if glob_cfg["eval_test"] and not glob_cfg["eval_tta"]:
+    selected = next((h for h in history if h["epoch"] == state.best_epoch), None)
+    if glob_cfg["eval_test"] and not glob_cfg["eval_tta"] and selected and selected["test_acc"] is not None:
         return {}
     weights = _select_weights(run, state)
     result = evaluate(run["model"], run["test_loader"], tta=glob_cfg["eval_tta"])
