@@ -343,3 +343,20 @@ def test_a_finished_run_always_reports_the_test_accuracy_of_its_weights(archive,
     for stage in stages[1:]:
         summary = trainer.main(load_resume_config(out, ["Global.epochs=2", *stage]), progress=False)
     assert summary["finished"] and summary["test_acc_at_best"] is not None
+
+
+def test_resume_refuses_another_output_dir_in_one_line(archive, tmp_path):
+    out = str(tmp_path / "run")
+    trainer.main(_cfg(archive, out, "Global.epochs=1"), progress=False)
+    with pytest.raises(ConfigError, match="a run continues in its own directory"):
+        load_resume_config(out, ["Global.epochs=2", f"Global.output_dir={tmp_path / 'elsewhere'}"])
+
+
+def test_a_run_resumes_after_its_pretrained_file_is_gone(archive, tmp_path):
+    weights = str(tmp_path / "start.pdparams")
+    paddle.save(trainer.model_from_config(_cfg(archive, str(tmp_path / "unused"))).state_dict(), weights)
+    out = str(tmp_path / "run")
+    trainer.main(_cfg(archive, out, "Global.epochs=1", f"Arch.pretrained={weights}"), progress=False)
+    os.remove(weights)
+    summary = trainer.main(load_resume_config(out, ["Global.epochs=2"]), progress=False)
+    assert summary["finished"] and summary["epochs_done"] == 2

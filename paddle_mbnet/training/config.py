@@ -343,6 +343,14 @@ def run_dir_of(resume: str) -> str:
     return resume if os.path.isdir(resume) else os.path.dirname(os.path.abspath(resume))
 
 
+def check_own_directory(resume: str, output_dir: str) -> None:
+    """One line, unless ``output_dir`` is the directory of the run ``resume`` continues."""
+    if os.path.realpath(run_dir_of(resume)) != os.path.realpath(output_dir):
+        raise ConfigError(f"Global.resume={resume!r} continues the run in {run_dir_of(resume)!r}, but "
+                          f"Global.output_dir is {output_dir!r}; a run continues in its own directory (leave out "
+                          f"Global.output_dir, or use Arch.pretrained to start from its weights)")
+
+
 def load_resume_config(resume: str, overrides=()) -> dict:
     """The config to continue run ``resume`` with: the one saved in it, then ``overrides``."""
     path = os.path.join(run_dir_of(resume), "config.yaml")
@@ -350,6 +358,9 @@ def load_resume_config(resume: str, overrides=()) -> dict:
         raise ConfigError(f"{resume!r} holds no config.yaml; pass the directory of a run written by tools/train.py "
                           f"(or give its config with -c)")
     cfg = load_config(path, overrides)
+    asked = cfg["Global"]["output_dir"]
+    if asked != load_config(path)["Global"]["output_dir"]:
+        check_own_directory(resume, asked)
     cfg["Global"]["output_dir"] = run_dir_of(resume)
     cfg["Global"]["resume"] = resume
     return cfg

@@ -43,7 +43,7 @@ from .checkpoint import (
     save_checkpoint,
     write_then_rename,
 )
-from .config import apply_overrides, check_resumable, resolve_threads, run_dir_of, save_config
+from .config import apply_overrides, check_own_directory, check_resumable, resolve_threads, save_config
 from .data import Batches, build_datasets, eval_loader, stop_like_ctrl_c, train_image_size
 from .ema import ModelEma
 from .loop import STOP, evaluate, train_one_epoch
@@ -205,7 +205,8 @@ def _build(cfg, device, rank0, world) -> dict:
     train, val, test = build_datasets(cfg["DataLoader"], glob_cfg["seed"])
     _check_labels(cfg, train, test)
     train_loader, val_loader, test_loader = build_loaders(cfg, train, val, test)
-    model = model_from_config(cfg)
+    # a resumed run takes its weights from the checkpoint: Arch.pretrained's file need not exist any more
+    model = model_from_config(cfg, pretrained=False if glob_cfg["resume"] else None)
     _check_smallest_input(cfg, model)
     if glob_cfg["to_static"]:
         model = paddle.jit.to_static(model)
@@ -238,10 +239,7 @@ def _resume_checkpoint(cfg) -> dict:
     resume = cfg["Global"]["resume"]
     ckpt = load_checkpoint(resume)
     ckpt["changed_keys"] = check_resumable(ckpt["config"], cfg)
-    if os.path.realpath(run_dir_of(resume)) != os.path.realpath(cfg["Global"]["output_dir"]):
-        raise ConfigError(f"Global.resume={resume!r} continues the run in {run_dir_of(resume)!r}, but "
-                          f"Global.output_dir is {cfg['Global']['output_dir']!r}; a run continues in its own "
-                          f"directory (leave out Global.output_dir, or use Arch.pretrained to start from its weights)")
+    check_own_directory(resume, cfg["Global"]["output_dir"])
     return ckpt
 
 
