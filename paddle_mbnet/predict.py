@@ -43,9 +43,9 @@ def cifar_test_items(data_file: str, n: int) -> list[tuple]:
 def predict(model, items, image_size: int, normalize: str) -> np.ndarray:
     """Class probabilities [len(items), num_classes] with the evaluation transform of the run."""
     tf = build_transform(image_size, normalize)
-    # photos of any size go through the run's resize; for 32 px runs shrink them to CIFAR's size first
-    batch = paddle.stack([tf(img.resize((32, 32)) if image_size == 32 and img.size != (32, 32) else img)
-                          for _, img, _ in items])
+    # every training image was a 32x32 CIFAR image, resized to the run's size: photos of any size and shape take
+    # the same path, so that a batch of them stacks and each is seen as training saw its images
+    batch = paddle.stack([tf(img.resize((32, 32)) if img.size != (32, 32) else img) for _, img, _ in items])
     model.eval()
     with paddle.no_grad():
         return F.softmax(model(batch), axis=1).numpy()

@@ -18,6 +18,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     if not args.images and not args.cifar_test:
         p.error("give image files or --cifar-test N")
+    if args.cifar_test < 0 or args.topk < 1:
+        p.error("--cifar-test N must be 0 or more and --topk at least 1")
     from paddle_mbnet.errors import MbnetError
     from paddle_mbnet.predict import cifar_test_items, class_names, load_images, predict, prediction_figure, topk_lines
     from paddle_mbnet.training import trainer
