@@ -360,3 +360,12 @@ def test_a_run_resumes_after_its_pretrained_file_is_gone(archive, tmp_path):
     os.remove(weights)
     summary = trainer.main(load_resume_config(out, ["Global.epochs=2"]), progress=False)
     assert summary["finished"] and summary["epochs_done"] == 2
+
+
+@pytest.mark.parametrize("override", ["Arch.scale=0.5", "Arch.num_classes=100"])
+def test_evaluating_a_run_as_another_network_is_refused_in_one_line(uninterrupted, override):
+    with pytest.raises(ConfigError, match="holds another network .*leave out the -o Arch"):
+        trainer.load_run(uninterrupted, [override])
+    proc = run_tool("eval.py", uninterrupted, "-o", override, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "holds another network" in proc.stderr.strip().splitlines()[-1]

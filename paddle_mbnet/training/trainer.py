@@ -125,9 +125,22 @@ def load_run(path: str, overrides=(), prefer=(CKPT_BEST, CKPT_LAST), weights="ev
     ckpt = load_checkpoint(path, prefer)
     cfg = apply_overrides(ckpt["config"], overrides)
     model = model_from_config(cfg, pretrained=False)
-    model.set_state_dict(checkpoint_weights(ckpt, weights))
+    state = checkpoint_weights(ckpt, weights)
+    # set_state_dict only warns about tensors it skips: an -o Arch.* that changes the network would evaluate
+    # random weights
+    _check_same_network(model, state, ckpt["path"], "leave out the -o Arch.* overrides that change the network")
+    model.set_state_dict(state)
     model.eval()
     return cfg, model, ckpt
+
+
+def _check_same_network(layer, weights: dict, path: str, advice: str) -> None:
+    """One line unless ``weights`` has a tensor of the right shape for every one of ``layer``'s."""
+    for name, tensor in layer.state_dict().items():
+        if name not in weights or list(weights[name].shape) != list(tensor.shape):
+            found = f"{name} is {list(weights[name].shape)}, not {list(tensor.shape)}" if name in weights else \
+                f"no {name}"
+            raise ConfigError(f"{path} holds another network ({found}); {advice}")
 
 
 def _plot_curves(history, path):
@@ -281,10 +294,7 @@ def _restore(run, cfg):
 
 def _load_states(run, ckpt) -> None:
     layer = getattr(run["model"], "_layers", run["model"])
-    missing = [name for name in layer.state_dict() if name not in ckpt["model"]]
-    if missing:
-        raise ConfigError(f"{ckpt['path']} holds another network (no {missing[0]}); resume with the run's own "
-                          f"config")
+    _check_same_network(layer, ckpt["model"], ckpt["path"], "resume with the run's own config")
     layer.set_state_dict(ckpt["model"])
     load_optimizer_state(run["optimizer"], run["scheduler"], ckpt, layer)
     if run["ema"] is not None and ckpt.get("ema"):
