@@ -3,6 +3,7 @@ import glob
 import itertools
 import json
 import os
+import re
 
 import numpy as np
 import paddle
@@ -151,7 +152,7 @@ def test_eval_predict_export_tools(full_run, tmp_path):
     out, summary = full_run
     proc = run_tool("eval.py", out)
     last = proc.stdout.strip().splitlines()[-1]
-    assert last.startswith("test_acc=")
+    assert last.startswith("test_acc=") and re.search(r"test images, on cpu, threads=\d+", proc.stdout)
     result = json.load(open(os.path.join(out, "eval.json")))
     assert abs(float(last.split("=")[1]) - result["test_acc"]) < 1e-6
     assert np.array(result["confusion"]).sum() == 24

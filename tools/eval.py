@@ -37,7 +37,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="run directory (best.pdckpt, else last.pdckpt) or checkpoint file")
     p.add_argument("-o", "--override", action="append", default=[], metavar="Section.key=value")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = default)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = every available core)")
     p.add_argument("--weights", default="evaluated", choices=("evaluated", "trained"),
                    help="evaluated: the weights the run evaluated (its moving average, if it kept one); "
                         "trained: the optimizer's own weights")
@@ -45,17 +45,16 @@ def main(argv=None):
     args = p.parse_args(argv)
     args.threads = _bootstrap.set_threads(args.threads)
     import numpy as np
+    import paddle
 
     from paddle_mbnet.errors import MbnetError
     from paddle_mbnet.training import trainer
     from paddle_mbnet.training.data import CLASSES, CifarSplit, eval_loader, load_cifar10
-    from paddle_mbnet.training.runtime import select_device
 
     try:
         cfg, model, ckpt = trainer.load_run(args.run, args.override, weights=args.weights)
         dl = cfg["DataLoader"]
         base = load_cifar10(dl["data_file"], "test")
-        select_device(cfg["Global"]["device"])
     except MbnetError as e:
         sys.exit(f"error: {e}")
     test = CifarSplit(base, np.arange(len(base)), dl["image_size"], dl["normalize"])
@@ -64,7 +63,8 @@ def main(argv=None):
     loaded = "ema" if ckpt.get("ema") and args.weights == "evaluated" else "trained"
     if args.weights == "trained" and not ckpt.get("ema"):
         print("note: this run kept no weight average (Global.ema_decay 0): it evaluated its trained weights too")
-    print(f"checkpoint {ckpt['path']} (epoch {ckpt['epoch']}, {loaded} weights), {len(test)} test images")
+    print(f"checkpoint {ckpt['path']} (epoch {ckpt['epoch']}, {loaded} weights), {len(test)} test images, "
+          f"on {paddle.get_device()}, threads={args.threads}")
     names, per_class, confusion = _per_class(evaluation, cfg["Arch"]["num_classes"], CLASSES)
     result = {"checkpoint": ckpt["path"], "epoch": ckpt["epoch"], "weights": loaded,
               "test_acc": evaluation["acc"], "test_loss": evaluation["loss"],

@@ -6,6 +6,8 @@
 import argparse
 import sys
 
+import _bootstrap
+
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -20,6 +22,7 @@ def main(argv=None):
         p.error("give image files or --cifar-test N")
     if args.cifar_test < 0 or args.topk < 1:
         p.error("--cifar-test N must be 0 or more and --topk at least 1")
+    _bootstrap.set_threads(0)  # every available core, as training uses
     from paddle_mbnet.errors import MbnetError
     from paddle_mbnet.predict import cifar_test_items, class_names, load_images, predict, prediction_figure, topk_lines
     from paddle_mbnet.training import trainer

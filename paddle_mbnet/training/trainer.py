@@ -124,6 +124,7 @@ def load_run(path: str, overrides=(), prefer=(CKPT_BEST, CKPT_LAST), weights="ev
     ``weights`` as ``which`` in ``checkpoint.checkpoint_weights``."""
     ckpt = load_checkpoint(path, prefer)
     cfg = apply_overrides(ckpt["config"], overrides)
+    select_device(cfg["Global"]["device"])  # before the model: its "auto" kernels follow the device
     model = model_from_config(cfg, pretrained=False)
     state = checkpoint_weights(ckpt, weights)
     # set_state_dict only warns about tensors it skips: an -o Arch.* that changes the network would evaluate
