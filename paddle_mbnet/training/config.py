@@ -154,8 +154,8 @@ HELP = {
     "Optimizer.beta1": "Adam's decay of its gradient average (Adam, AdamW)",
     "Optimizer.beta2": "Adam's decay of its squared-gradient average (Adam, AdamW)",
     "Optimizer.epsilon": "Adam's term added to the root of the squared-gradient average (Adam, AdamW)",
-    "Optimizer.schedule": "`constant`, `cosine` or `linear` (both fall to 0 over the run: the last step trains at "
-                          "about `lr`/steps, 0 after it) or `step`, after the warm-up",
+    "Optimizer.schedule": "`constant`, `cosine` or `linear` (both fall over the run to 0, the rate after its last "
+                          "step) or `step`, after the warm-up",
     "Optimizer.warmup_epochs": "epochs (fractions allowed) of linear warm-up from `lr`/100 to `lr`; capped at a "
                                "quarter of the run, with a notice",
     "Optimizer.step_size": "epochs between decays (`step`)",
