@@ -202,9 +202,11 @@ def test_more_epochs_on_resume_follow_the_longer_schedule(schedule, warmup):
         sched.step()
     resumed = optim.build_scheduler(cfg_long, STEPS_PER_EPOCH, notify=False)
     resumed.set_state_dict(sched.state_dict())
+    optim.continue_on_new_length(resumed)
     fresh = optim.build_scheduler(cfg_long, STEPS_PER_EPOCH, notify=False)
     for _ in range(4 * STEPS_PER_EPOCH):
         fresh.step()
+    assert resumed() == pytest.approx(fresh()) and resumed() > 0.01 / 10  # the rate of the first resumed step
     for _ in range(3):
         resumed.step()
         fresh.step()

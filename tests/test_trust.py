@@ -350,6 +350,7 @@ def test_resume_refuses_another_output_dir_in_one_line(archive, tmp_path):
     trainer.main(_cfg(archive, out, "Global.epochs=1"), progress=False)
     with pytest.raises(ConfigError, match="a run continues in its own directory"):
         load_resume_config(out, ["Global.epochs=2", f"Global.output_dir={tmp_path / 'elsewhere'}"])
+    assert load_resume_config(out, [f"Global.output_dir={out}/"])["Global"]["output_dir"] == out  # its own: fine
 
 
 def test_a_run_resumes_after_its_pretrained_file_is_gone(archive, tmp_path):
@@ -369,3 +370,10 @@ def test_evaluating_a_run_as_another_network_is_refused_in_one_line(uninterrupte
     proc = run_tool("eval.py", uninterrupted, "-o", override, check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "holds another network" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_a_gpu_run_is_evaluated_on_a_machine_without_one(uninterrupted, capsys):
+    if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
+        pytest.skip("this machine has a GPU")
+    cfg, model, _ = trainer.load_run(uninterrupted, ["Global.device=gpu"])
+    assert cfg["Global"]["device"] == "cpu" and "using the CPU" in capsys.readouterr().err

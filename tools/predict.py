@@ -16,13 +16,14 @@ def main(argv=None):
     p.add_argument("--topk", type=int, default=3)
     p.add_argument("--cifar-test", type=int, default=0, metavar="N", help="also predict the first N CIFAR test images")
     p.add_argument("--figure", help="save a figure of the images with predicted (and true) labels")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = every available core)")
     p.add_argument("-o", "--override", action="append", default=[], metavar="Section.key=value")
     args = p.parse_args(argv)
     if not args.images and not args.cifar_test:
         p.error("give image files or --cifar-test N")
     if args.cifar_test < 0 or args.topk < 1:
         p.error("--cifar-test N must be 0 or more and --topk at least 1")
-    _bootstrap.set_threads(0)  # every available core, as training uses
+    _bootstrap.set_threads(args.threads)
     from paddle_mbnet.errors import MbnetError
     from paddle_mbnet.predict import cifar_test_items, class_names, load_images, predict, prediction_figure, topk_lines
     from paddle_mbnet.training import trainer

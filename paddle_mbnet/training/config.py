@@ -358,9 +358,8 @@ def load_resume_config(resume: str, overrides=()) -> dict:
         raise ConfigError(f"{resume!r} holds no config.yaml; pass the directory of a run written by tools/train.py "
                           f"(or give its config with -c)")
     cfg = load_config(path, overrides)
-    asked = cfg["Global"]["output_dir"]
-    if asked != load_config(path)["Global"]["output_dir"]:
-        check_own_directory(resume, asked)
+    if any(parse_override(text)[:2] == ("Global", "output_dir") for text in overrides):
+        check_own_directory(resume, cfg["Global"]["output_dir"])
     cfg["Global"]["output_dir"] = run_dir_of(resume)
     cfg["Global"]["resume"] = resume
     return cfg

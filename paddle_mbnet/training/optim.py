@@ -49,6 +49,12 @@ def build_scheduler(cfg, steps_per_epoch: int, notify=True):
     return sched
 
 
+def continue_on_new_length(scheduler) -> None:
+    """After loading the schedule state of a run whose length changed: the state holds the old schedule's next
+    rate, which the optimizer's next step would use; take the new schedule's instead."""
+    scheduler.last_lr = scheduler.get_lr()
+
+
 def parameter_groups(parameters, weight_decay: float, no_decay_bn_bias: bool):
     """All parameters in one group, or (as timm's ``param_groups_weight_decay``) 1-D ones, i.e. BatchNorm
     scales and shifts and biases, in a second group without weight decay."""

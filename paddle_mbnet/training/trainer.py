@@ -47,7 +47,7 @@ from .config import apply_overrides, check_own_directory, check_resumable, resol
 from .data import Batches, build_datasets, eval_loader, stop_like_ctrl_c, train_image_size
 from .ema import ModelEma
 from .loop import STOP, evaluate, train_one_epoch
-from .optim import build_optimizer, total_steps
+from .optim import build_optimizer, continue_on_new_length, total_steps
 from .runtime import seed_everything, select_device
 
 
@@ -124,7 +124,7 @@ def load_run(path: str, overrides=(), prefer=(CKPT_BEST, CKPT_LAST), weights="ev
     ``weights`` as ``which`` in ``checkpoint.checkpoint_weights``."""
     ckpt = load_checkpoint(path, prefer)
     cfg = apply_overrides(ckpt["config"], overrides)
-    select_device(cfg["Global"]["device"])  # before the model: its "auto" kernels follow the device
+    _select_device_for(cfg)  # before the model: its "auto" kernels follow the device
     model = model_from_config(cfg, pretrained=False)
     state = checkpoint_weights(ckpt, weights)
     # set_state_dict only warns about tensors it skips: an -o Arch.* that changes the network would evaluate
@@ -133,6 +133,18 @@ def load_run(path: str, overrides=(), prefer=(CKPT_BEST, CKPT_LAST), weights="ev
     model.set_state_dict(state)
     model.eval()
     return cfg, model, ckpt
+
+
+def _select_device_for(cfg) -> None:
+    """The run's device, or the CPU with a notice when this machine has no GPU: a run trained on a GPU is still
+    evaluated, predicted with and exported here."""
+    try:
+        select_device(cfg["Global"]["device"])
+    except ConfigError:
+        print("paddle_mbnet: the run trained with Global.device=gpu and this machine has no GPU: using the CPU",
+              file=sys.stderr)
+        cfg["Global"]["device"] = "cpu"
+        select_device("cpu")
 
 
 def _check_same_network(layer, weights: dict, path: str, advice: str) -> None:
@@ -272,6 +284,8 @@ def _restore(run, cfg):
         return state, []
     run["ckpt"] = None  # its tensors are loaded below: no second copy of the run's states for the whole run
     _load_states(run, ckpt)
+    if "Global.epochs" in ckpt["changed_keys"]:
+        continue_on_new_length(run["scheduler"])
     for field in dataclasses.fields(TrainState):
         state[field.name] = ckpt[field.name]
     run["pending"] = ckpt.get("pending_record")
