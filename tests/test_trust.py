@@ -332,16 +332,16 @@ def test_the_final_test_uses_the_selected_weights(tmp_path, best_epoch, batches_
         assert run["optimizer"] is optimizer
 
 
-@pytest.mark.parametrize("stages", [
-    [["Global.eval_test=true"]],  # no validation split: nothing is selected, the last weights are tested
-    [["Global.eval_test=false"], ["Global.eval_test=true"]],  # test figures switched on at a resume
+@pytest.mark.parametrize("first,resumed", [
+    (["DataLoader.val_size=0", "Global.eval_test=true"], None),  # nothing selected: the last weights are tested
+    # test figures switched on at a resume (a defect only when epoch 1 stays the best, which this cannot force)
+    (["Global.eval_test=false"], ["Global.epochs=2", "Global.eval_test=true"]),
 ])
-def test_a_finished_run_always_reports_the_test_accuracy_of_its_weights(archive, tmp_path, stages):
+def test_a_finished_run_always_reports_the_test_accuracy_of_its_weights(archive, tmp_path, first, resumed):
     out = str(tmp_path / "run")
-    base = ["Global.eval_tta=false", "DataLoader.val_size=0"] if len(stages) == 1 else ["Global.eval_tta=false"]
-    summary = trainer.main(_cfg(archive, out, "Global.epochs=1", *base, *stages[0]), progress=False)
-    for stage in stages[1:]:
-        summary = trainer.main(load_resume_config(out, ["Global.epochs=2", *stage]), progress=False)
+    summary = trainer.main(_cfg(archive, out, "Global.epochs=1", "Global.eval_tta=false", *first), progress=False)
+    if resumed:
+        summary = trainer.main(load_resume_config(out, resumed), progress=False)
     assert summary["finished"] and summary["test_acc_at_best"] is not None
 
 
