@@ -1,10 +1,12 @@
 """Export to a Paddle inference model (``paddle.jit.save``) and run it with ``paddle.inference`` or, optionally,
-OpenVINO.
+OpenVINO or ONNX Runtime.
 
 Exported graphs always use paddle's own depthwise kernel (our custom operator
 runs in dynamic mode only), so the inference model needs nothing from this
 project to load. OpenVINO reads paddle models in the legacy program format
-(``.pdmodel``) only, so ``export(..., legacy=True)`` writes that format.
+(``.pdmodel``) only, so ``export(..., legacy=True)`` writes that format; ONNX Runtime reads the ``.onnx`` file
+that ``to_onnx`` converts from the paddle export with paddle2onnx. ``export_for(engine, ...)`` writes what an
+engine reads.
 """
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ def prepare_folder(prefix: str) -> None:
             from None
 
 
-ENGINES = {"paddle": "Paddle Inference", "openvino": "OpenVINO"}  # name: what reports call it
+ENGINES = {"paddle": "Paddle Inference", "openvino": "OpenVINO", "onnxruntime": "ONNX Runtime"}  # name: report name
+ONNX_OPSET = 13  # Clip (ReLU6) with min/max as inputs and every other operator the two networks use
 
 
 def export(model, prefix: str, image_size: int, legacy: bool = False) -> str:
@@ -45,10 +48,94 @@ def export(model, prefix: str, image_size: int, legacy: bool = False) -> str:
             paddle.jit.save(model, prefix, input_spec=spec)
     else:
         paddle.jit.save(model, prefix, input_spec=spec)
-    stale = prefix + (".json" if legacy else ".pdmodel")  # the other format's program would pair with these weights
-    if os.path.isfile(stale):
-        os.remove(stale)
+    # the other format's program would pair with these weights, and an ONNX file holds the weights before them
+    for stale in (prefix + (".json" if legacy else ".pdmodel"), prefix + ".onnx"):
+        if os.path.isfile(stale):
+            os.remove(stale)
     return prefix
+
+
+def check_engine_name(engine: str) -> None:
+    if engine not in ENGINES:
+        raise ArgumentError(f"unknown inference engine {engine!r}; choose one of {', '.join(ENGINES)}")
+
+
+def check_engine(engine: str) -> None:
+    """Refuse an unknown engine or one whose optional packages (to export and to run) are missing, in one line."""
+    check_engine_name(engine)
+    if engine == "openvino":
+        OpenVinoModel.check_installed()
+    if engine == "onnxruntime":
+        OnnxRuntimeModel.check_installed()
+        _optional_module("paddle2onnx", "the onnxruntime engine's export needs paddle2onnx: pip install paddle2onnx "
+                         "(or use the paddle engine)")
+
+
+def export_for(engine: str, model, prefix: str, image_size: int) -> str:
+    """``export`` in the format ``engine`` reads (one of ENGINES), its optional packages checked first; returns
+    the prefix ``create_engine(prefix, engine)`` takes."""
+    check_engine(engine)
+    export(model, prefix, image_size, legacy=engine == "openvino")
+    if engine == "onnxruntime":
+        to_onnx(prefix)
+    return prefix
+
+
+def to_onnx(prefix: str) -> str:
+    """Convert the paddle export at ``prefix`` to ``prefix.onnx`` with paddle2onnx (PaddleClas's ONNX route);
+    returns that path. paddle2onnx's own log (C++ and Python, several lines per model) is shown only if it fails."""
+    import paddle2onnx
+
+    path = prefix + ".onnx"
+    with _captured_output() as log:
+        try:
+            paddle2onnx.export(_model_file(prefix), prefix + ".pdiparams", path, opset_version=ONNX_OPSET,
+                               enable_onnx_checker=True)
+        except Exception:
+            log.dump()
+            raise
+    return path
+
+
+class _captured_output:
+    """Send file descriptors 1 and 2 to a temporary file while open; ``dump()`` writes what came to stderr.
+    Written here because contextlib's redirect_stdout does not reach the output of compiled code."""
+
+    def __enter__(self):
+        import sys
+
+        sys.stdout.flush(), sys.stderr.flush()
+        self.file = tempfile.TemporaryFile(mode="w+b")
+        self.saved = [os.dup(1), os.dup(2)]
+        for fd in (1, 2):
+            os.dup2(self.file.fileno(), fd)
+        return self
+
+    def __exit__(self, *exc):
+        import sys
+
+        sys.stdout.flush(), sys.stderr.flush()
+        for fd, saved in zip((1, 2), self.saved):
+            os.dup2(saved, fd)
+            os.close(saved)
+        self.file.close()
+
+    def dump(self):
+        import sys
+
+        sys.stdout.flush(), sys.stderr.flush()
+        self.file.seek(0)
+        os.write(self.saved[1], self.file.read())
+
+
+def _optional_module(name: str, missing: str):
+    """The module ``name``, or one line (``missing``) saying how to get it."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise ArgumentError(missing) from None
 
 
 def _model_file(prefix: str) -> str:
@@ -169,12 +256,8 @@ class OpenVinoModel:
     @staticmethod
     def check_installed():
         """The openvino module, or one line saying how to get it."""
-        try:
-            import openvino
-        except ImportError:
-            raise ArgumentError("the openvino engine needs OpenVINO: pip install openvino (or use the paddle engine)") \
-                from None
-        return openvino
+        return _optional_module("openvino", "the openvino engine needs OpenVINO: pip install openvino (or use the "
+                                "paddle engine)")
 
     def _request(self, shape):
         if shape not in self.compiled:
@@ -189,12 +272,40 @@ class OpenVinoModel:
         return request.get_output_tensor(0).data.copy()
 
 
+class OnnxRuntimeModel:
+    """The ``to_onnx`` file of an export run by ONNX Runtime on the CPU, called like ``run_predictor``. One
+    session serves every batch size (the export's batch dimension is dynamic); ``threads`` intra-op threads and
+    one inter-op thread, all graph optimisations (conv + BatchNorm folding, conv + activation fusion)."""
+
+    def __init__(self, prefix: str, threads: int = 1):
+        ort = self.check_installed()
+        path = prefix + ".onnx"
+        if not os.path.isfile(path):
+            raise CheckpointError(f"ONNX Runtime reads an ONNX file and {path} does not exist; export with "
+                                  "--engine onnxruntime (deploy.export_for('onnxruntime', ...))")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    @staticmethod
+    def check_installed():
+        """The onnxruntime module, or one line saying how to get it."""
+        return _optional_module("onnxruntime", "the onnxruntime engine needs ONNX Runtime: pip install onnxruntime "
+                                "paddle2onnx (or use the paddle engine)")
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype="float32")})[0]
+
+
 def create_engine(prefix: str, engine: str = "paddle", threads: int = 1, **paddle_options):
     """A callable ndarray -> ndarray that runs the exported model at ``prefix`` with ``engine`` (one of ENGINES);
     ``paddle_options`` go to ``create_predictor``."""
     if engine == "openvino":
         return OpenVinoModel(prefix, threads=threads)
-    if engine != "paddle":
-        raise ArgumentError(f"unknown inference engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if engine == "onnxruntime":
+        return OnnxRuntimeModel(prefix, threads=threads)
+    check_engine_name(engine)
     predictor = create_predictor(prefix, threads=threads, **paddle_options)
     return lambda x: run_predictor(predictor, x)

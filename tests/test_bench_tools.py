@@ -109,19 +109,23 @@ def test_bench_deploy_checks_every_variant_and_times_onnxruntime_where_installed
     proc = run_tool("bench_deploy.py", "--models", "mobilenet_v1", "--input-size", "32", "--threads", "1",
                     "--repeats", "2", "--warmup", "1", "--blocks", "1", "--profile", check=False)
     diffs = re.findall(r"mobilenet_v1 +(deploy path|legacy format|no IR passes|legacy \+ memory optim|oneDNN cache 1|"
-                       r"no oneDNN|openvino f32) +max abs diff vs the dynamic model, relative to its largest "
-                       r"output (\S+)", proc.stdout)
+                       r"no oneDNN|openvino f32|paddle2onnx \+ ORT) +max abs diff vs the dynamic model, relative to "
+                       r"its largest output (\S+)", proc.stdout)
     paddle_variants = ["deploy path", "legacy format", "no IR passes", "legacy + memory optim", "oneDNN cache 1",
                        "no oneDNN"]
     openvino = importlib.util.find_spec("openvino") is not None
-    assert [variant for variant, _ in diffs] == paddle_variants + ["openvino f32"] * openvino, proc.stdout
+    onnx_engine = all(importlib.util.find_spec(name) for name in ("onnxruntime", "paddle2onnx"))
+    optional = ["openvino f32"] * openvino + ["paddle2onnx + ORT"] * onnx_engine
+    assert [variant for variant, _ in diffs] == paddle_variants + optional, proc.stdout
     assert all(float(diff) < 1e-4 for _, diff in diffs)
     if not openvino:
         assert "openvino side skipped: the openvino engine needs OpenVINO: pip install openvino" in proc.stdout
+    if not onnx_engine:
+        assert re.search("paddle2onnx side skipped: the onnxruntime engine('s export)? needs", proc.stdout)
     if all(importlib.util.find_spec(name) for name in ("onnxruntime", "onnx", "torch")):
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert re.search(r"mobilenet_v1 / onnxruntime +[\d.]+ +[\d.]+ +1\.00x", proc.stdout)
-        for variant in paddle_variants + ["openvino f32"] * openvino:
+        for variant in paddle_variants + optional:
             assert re.search(rf"mobilenet_v1 / {re.escape(variant)} +[\d.]+ +[\d.]+ +[\d.]+x", proc.stdout), variant
         # --profile: paddle.profiler's table of the deploy path, after the timings; every conv runs fused
         profile = proc.stdout.split("mobilenet_v1: paddle.profiler, 2 calls of the deploy path's predictor")[1]

@@ -264,6 +264,7 @@ def test_ctrl_c_during_a_run_keeps_its_checkpoint_and_the_rerun_resumes(tmp_path
     (["--train-minutes", "-1"], "--train-minutes must be a number of minutes >= 0"),
     (["--out", "FILE"], "is a file; pass a directory"),
     (["--engine", "openvino", "--device", "gpu"], "--engine openvino runs on the CPU"),
+    (["--engine", "onnxruntime", "--device", "gpu"], "--engine onnxruntime runs on the CPU"),
 ])
 def test_bad_arguments_are_refused_before_any_timing(extra, message, tmp_path):
     a_file = tmp_path / "results"

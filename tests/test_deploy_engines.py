@@ -1,4 +1,5 @@
-"""The deploy path's engines: Paddle Inference, and OpenVINO where installed, each checked against the dynamic model."""
+"""The deploy path's engines: Paddle Inference, and OpenVINO and ONNX Runtime where installed, each checked against
+the dynamic model."""
 import os
 
 import numpy as np
@@ -17,16 +18,27 @@ def _exported(tmp_path, name, legacy):
     return deploy.export(model, str(tmp_path / name / "inference"), 32, legacy=legacy), images, want
 
 
+def _skip_unless_installed(engine):
+    if engine == "openvino":
+        pytest.importorskip("openvino", reason="OpenVINO is an optional engine (pip install openvino)")
+    if engine == "onnxruntime":
+        for module in ("onnxruntime", "paddle2onnx"):
+            pytest.importorskip(module, reason="ONNX Runtime is an optional engine "
+                                               "(pip install onnxruntime paddle2onnx)")
+
+
 def _relative_diff(got, want):
     return float(np.abs(got - want).max() / np.abs(want).max())
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2"])
-@pytest.mark.parametrize("engine, legacy", [("paddle", False), ("paddle", True), ("openvino", True)])
+@pytest.mark.parametrize("engine, legacy", [("paddle", False), ("paddle", True), ("openvino", True),
+                                           ("onnxruntime", False), ("onnxruntime", True)])
 def test_every_engine_matches_the_dynamic_model_at_batch_1_and_2(tmp_path, name, engine, legacy):
-    if engine == "openvino":
-        pytest.importorskip("openvino", reason="OpenVINO is an optional engine (pip install openvino)")
+    _skip_unless_installed(engine)
     prefix, images, want = _exported(tmp_path, name, legacy)
+    if engine == "onnxruntime":
+        deploy.to_onnx(prefix)  # paddle2onnx reads either program format
     run = deploy.create_engine(prefix, engine, threads=1)
     assert _relative_diff(run(images), want) < 1e-4
     assert _relative_diff(run(images[:1]), want[:1]) < 1e-4  # another batch size: OpenVINO compiles it anew
@@ -95,20 +107,46 @@ def test_openvino_needs_the_legacy_format_and_says_so(tmp_path):
         deploy.create_engine(prefix, "openvino")
 
 
+def test_onnxruntime_needs_the_onnx_file_and_says_so(tmp_path):
+    _skip_unless_installed("onnxruntime")
+    prefix, _, _ = _exported(tmp_path, "mobilenet_v1", legacy=False)
+    with pytest.raises(CheckpointError, match="inference.onnx does not exist; export with --engine onnxruntime"):
+        deploy.create_engine(prefix, "onnxruntime")
+
+
+def test_export_for_onnxruntime_writes_a_file_that_holds_the_weights(tmp_path):
+    """The ONNX file is self-contained (weights inside), and a later paddle export into the same prefix removes it:
+    it would hold the weights of the export before."""
+    _skip_unless_installed("onnxruntime")
+    paddle.seed(0)
+    model = build_model("mobilenet_v2", scale=0.5, num_classes=10, small_input=True).eval()
+    images = np.random.RandomState(1).randn(3, 3, 32, 32).astype("float32")
+    prefix = deploy.export_for("onnxruntime", model, str(tmp_path / "m" / "inference"), 32)
+    os.remove(prefix + ".pdiparams")
+    want = model(paddle.to_tensor(images)).numpy()
+    assert _relative_diff(deploy.create_engine(prefix, "onnxruntime")(images), want) < 1e-4
+    deploy.export_for("paddle", model, prefix, 32)
+    assert os.path.isfile(prefix + ".json") and not os.path.exists(prefix + ".onnx")
+
+
 def test_unknown_engine_is_refused(tmp_path):
-    with pytest.raises(ArgumentError, match="unknown inference engine 'onnx'; choose one of paddle, openvino"):
+    with pytest.raises(ArgumentError, match="unknown inference engine 'onnx'; choose one of paddle, openvino, "
+                                            "onnxruntime"):
         deploy.create_engine(str(tmp_path / "x"), "onnx")
+    with pytest.raises(ArgumentError, match="unknown inference engine 'tvm'"):
+        deploy.export_for("tvm", build_model("mobilenet_v1", scale=0.25), str(tmp_path / "y"), 32)
+    assert not os.path.exists(tmp_path / "y.json")  # refused before anything was written
 
 
-@pytest.mark.parametrize("interleave", [True, False])
-def test_compare_times_the_chosen_engine(tmp_path, interleave):
-    pytest.importorskip("openvino", reason="OpenVINO is an optional engine (pip install openvino)")
+@pytest.mark.parametrize("engine, interleave", [("openvino", True), ("openvino", False), ("onnxruntime", True)])
+def test_compare_times_the_chosen_engine(tmp_path, engine, interleave):
+    _skip_unless_installed(engine)
     from paddle_mbnet.analysis.speed import measure_speed
 
     records = measure_speed(["mobilenet_v1@0.25"], input_size=32, batch_size=2, train_batch=0, repeats=1, warmup=1,
-                            engine="openvino", log=lambda _: None, interleave=interleave)
+                            engine=engine, log=lambda _: None, interleave=interleave)
     record = records["mobilenet_v1@0.25"]
-    assert record["engine"] == "openvino"
+    assert record["engine"] == engine
     assert record["engine_latency_ms_p50"] > 0 and record["engine_throughput_ips"] > 0
 
 
@@ -116,6 +154,19 @@ def test_a_missing_openvino_is_one_line_naming_the_install(monkeypatch, tmp_path
     monkeypatch.setitem(__import__("sys").modules, "openvino", None)  # what an absent package looks like
     with pytest.raises(ArgumentError, match="needs OpenVINO: pip install openvino"):
         deploy.create_engine(str(tmp_path / "x"), "openvino")
+
+
+@pytest.mark.parametrize("missing, message", [
+    ("onnxruntime", "needs ONNX Runtime: pip install onnxruntime paddle2onnx"),
+    ("paddle2onnx", "export needs paddle2onnx: pip install paddle2onnx")])
+def test_a_missing_onnx_package_is_one_line_naming_the_install(monkeypatch, tmp_path, missing, message):
+    """Checked before the export writes anything."""
+    if missing == "paddle2onnx":
+        _skip_unless_installed("onnxruntime")  # the runtime is checked first
+    monkeypatch.setitem(__import__("sys").modules, missing, None)
+    with pytest.raises(ArgumentError, match=message):
+        deploy.export_for("onnxruntime", build_model("mobilenet_v1", scale=0.25), str(tmp_path / "m"), 32)
+    assert not os.path.exists(tmp_path / "m.json")
 
 
 def test_onednn_off_is_really_off(tmp_path, monkeypatch):

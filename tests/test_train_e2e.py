@@ -185,20 +185,25 @@ def test_eval_predict_export_tools(full_run, tmp_path):
     assert diff < 1e-4 and (tmp_path / "inf" / "inference.json").is_file()
 
 
-def test_export_for_openvino_writes_the_legacy_format_and_checks_it(full_run, tmp_path):
+@pytest.mark.parametrize("engine, modules, written, report", [
+    ("openvino", ("openvino",), "inference.pdmodel", "OpenVINO (1 threads)"),
+    ("onnxruntime", ("onnxruntime", "paddle2onnx"), "inference.onnx", "ONNX Runtime (2 threads)")])
+def test_export_for_an_optional_engine_writes_its_format_and_checks_it(full_run, tmp_path, engine, modules, written,
+                                                                       report):
     import importlib.util
 
     out, _ = full_run
-    proc = run_tool("export.py", out, "--out", tmp_path / "ov", "--engine", "openvino", check=False)
-    if importlib.util.find_spec("openvino") is None:  # one line naming the install, and nothing exported
+    threads = ["--threads", "2"] if engine == "onnxruntime" else []
+    proc = run_tool("export.py", out, "--out", tmp_path / engine, "--engine", engine, *threads, check=False)
+    if any(importlib.util.find_spec(module) is None for module in modules):  # one line naming the install, no files
         assert proc.returncode == 1 and "Traceback" not in proc.stderr
-        assert "pip install openvino" in proc.stderr.strip().splitlines()[-1]
-        assert not (tmp_path / "ov").exists()
+        assert "pip install" in proc.stderr.strip().splitlines()[-1]
+        assert not (tmp_path / engine).exists()
         return
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "OpenVINO vs dynamic max abs diff" in proc.stdout
+    assert f"{report} vs dynamic max abs diff" in proc.stdout
     assert float(proc.stdout.strip().split("max abs diff")[-1]) < 1e-4
-    assert (tmp_path / "ov" / "inference.pdmodel").is_file()
+    assert (tmp_path / engine / written).is_file()
 
 
 def test_quantize_writes_a_loadable_int8_model_and_its_report(full_run, tmp_path):

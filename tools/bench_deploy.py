@@ -11,12 +11,15 @@ legacy format: paddle 3.3's pass fails on PIR programs), oneDNN's kernel cache b
 plain CPU kernels (no oneDNN).
 OpenVINO side (where installed): the legacy-format export through ``deploy.OpenVinoModel`` (compare.py
 --engine openvino), in float32, and in bfloat16 where the CPU computes it natively (AMX or AVX-512 BF16; a
-different precision, so not the like-for-like figure). Each is checked against the dynamic model first
-(largest output difference, relative to the largest output, printed).
+different precision, so not the like-for-like figure).
+paddle2onnx side (where installed): the export converted by paddle2onnx and run by ``deploy.OnnxRuntimeModel``
+(compare.py --engine onnxruntime), with the same session options as the ONNX Runtime side: the same runtime,
+our graph against PyTorch's. Each is checked against the dynamic model first (largest output difference,
+relative to the largest output, printed).
 ONNX Runtime side: the same architecture in PyTorch (built from our tables, random weights), exported with
 torch.onnx.export and run by onnxruntime. Each side runs in a child process of its own, one block at a time: a
 runtime's idle thread pool in the same process, or in a parent waiting for the child, slows the other down. The
-three sides take turns in --blocks blocks; each block warms up, then times --repeats calls of every model
+four sides take turns in --blocks blocks; each block warms up, then times --repeats calls of every model
 (one variant or session after another); figures are medians and p90 over
 all blocks, and the ratio is ours / onnxruntime (below 1 = ours faster).
 --profile then runs paddle.profiler over --repeats calls of each model's deploy-path predictor (after the
@@ -32,7 +35,9 @@ import tempfile
 
 import _bootstrap
 
-SIDES = ("paddle", "openvino", "onnxruntime")
+SIDES = ("paddle", "openvino", "paddle2onnx", "onnxruntime")
+# skipped, with the child's one line, where their engine is not installed
+OPTIONAL_SIDES = {"openvino": ("needs OpenVINO",), "paddle2onnx": ("needs ONNX Runtime", "needs paddle2onnx")}
 PROFILE_SIDE = "profile"  # the child process of --profile
 
 
@@ -43,7 +48,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=50, help="timed calls per model and block")
     p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--blocks", type=int, default=3, help="rounds of the paddle, openvino and onnxruntime sides")
+    p.add_argument("--blocks", type=int, default=3, help="rounds of the four sides")
     p.add_argument("--profile", action="store_true", help="also profile the deploy path's predictor, per operator")
     p.add_argument("--side", choices=SIDES + (PROFILE_SIDE,), help=argparse.SUPPRESS)  # a child process
     args = p.parse_args(argv)
@@ -114,10 +119,11 @@ def _child(args):
     if args.side == PROFILE_SIDE:
         return _profile(args)
     with tempfile.TemporaryDirectory() as folder:
-        if args.side in ("paddle", "openvino"):
+        if args.side != "onnxruntime":
             # one variant after another: interleaved with paddle's plain CPU kernels, the oneDNN predictors
             # ran markedly slower than alone (caches and thread pools of the other kernels in between)
-            calls, versions = (_paddle_calls if args.side == "paddle" else _openvino_calls)(args, folder)
+            sides = {"paddle": _paddle_calls, "openvino": _openvino_calls, "paddle2onnx": _paddle2onnx_calls}
+            calls, versions = sides[args.side](args, folder)
             times = {key: values for key, call in calls.items()
                      for key, values in _rounds({key: call}, args.repeats, args.warmup).items()}
         else:
@@ -131,8 +137,8 @@ def _block(argv, side):
                           text=True)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        if side == "openvino" and "needs OpenVINO" in last:
-            return [f"openvino side skipped: {last.split(': ', 1)[-1]}"], {"times": {}, "versions": {}}
+        if any(missing in last for missing in OPTIONAL_SIDES.get(side, ())):
+            return [f"{side} side skipped: {last.split(': ', 1)[-1]}"], {"times": {}, "versions": {}}
         fix = "; pip install -r requirements-bench.txt" if side == "onnxruntime" else ""
         sys.exit(f"error: the {side} side failed ({last}){fix}")
     lines = proc.stdout.strip().splitlines()
@@ -196,6 +202,21 @@ def _openvino_calls(args, folder):
     return calls, {"openvino": openvino.__version__}
 
 
+def _paddle2onnx_calls(args, folder):
+    """As _paddle_calls, through deploy.OnnxRuntimeModel: the deploy path's export converted by paddle2onnx."""
+    from paddle_mbnet import deploy
+
+    deploy.check_engine("onnxruntime")
+    import paddle2onnx
+
+    calls = {}
+    for name in args.models.split(","):
+        image, want, prefixes = _exported(args, folder, name, legacy_formats=(False,))
+        deploy.to_onnx(prefixes[False])
+        _checked(calls, name, "paddle2onnx + ORT", deploy.OnnxRuntimeModel(prefixes[False], args.threads), image, want)
+    return calls, {"paddle2onnx": paddle2onnx.__version__}
+
+
 def main(argv=None):
     args = parse_args(argv)
     args.threads = _bootstrap.set_threads(args.threads)
@@ -207,8 +228,8 @@ def main(argv=None):
 
     print(env_header())
     print(f"batch 1 at {args.input_size}x{args.input_size}, {args.threads} threads, {args.blocks} blocks x "
-          f"{args.repeats} timed calls per model after {args.warmup} warm-up calls; paddle, openvino and "
-          f"onnxruntime in separate processes, in turn; within a process one variant after another")
+          f"{args.repeats} timed calls per model after {args.warmup} warm-up calls; {', '.join(SIDES)} in separate "
+          f"processes, in turn; within a process one variant after another")
     times, versions = {}, {}
     for index in range(args.blocks):
         for side in SIDES:

@@ -37,9 +37,10 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=0, help="CPU threads for paddle, OpenMP, "
                    "Paddle Inference and the training runs (default: all cores)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
-    p.add_argument("--engine", default="paddle", choices=("paddle", "openvino"),
-                   help="inference engine of the exported models: Paddle Inference (default) or OpenVINO "
-                        "(optional, CPU only: pip install openvino)")
+    p.add_argument("--engine", default="paddle", choices=("paddle", "openvino", "onnxruntime"),
+                   help="inference engine of the exported models: Paddle Inference (default), OpenVINO "
+                        "(optional, CPU only: pip install openvino) or ONNX Runtime through paddle2onnx "
+                        "(optional, CPU only: pip install onnxruntime paddle2onnx)")
     p.add_argument("--no-engine", action="store_true", help="skip the inference-engine timings")
     p.add_argument("--train-batch", type=int, default=None,
                    help="batch of the training-throughput timing (default: the training config's; 0 = skip)")
@@ -90,12 +91,12 @@ def check_args(args, compare, specs):
             raise ArgumentError(f"{name} must be >= 1, got {value}")
     if not (math.isfinite(args.train_minutes) and args.train_minutes >= 0):
         raise ArgumentError(f"--train-minutes must be a number of minutes >= 0, got {args.train_minutes}")
-    if args.engine == "openvino" and not args.no_engine and not args.no_speed:
+    if args.engine != "paddle" and not args.no_engine and not args.no_speed:
         if args.device == "gpu":
-            raise ArgumentError("--engine openvino runs on the CPU; drop --device gpu or use --engine paddle")
-        from paddle_mbnet.deploy import OpenVinoModel
+            raise ArgumentError(f"--engine {args.engine} runs on the CPU; drop --device gpu or use --engine paddle")
+        from paddle_mbnet.deploy import check_engine
 
-        OpenVinoModel.check_installed()
+        check_engine(args.engine)
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise ArgumentError(f"--out {args.out!r} is a file; pass a directory")
     for spec in specs:
@@ -144,8 +145,9 @@ def run(args, compare, specs, run_cfgs, command):
     if args.quick:  # freed blocks go back to the system: a smoke test's memory, not its speed, must fit a laptop
         os.environ["PADDLE_MBNET_MALLOC"] = "default"  # inherited by its training runs
     device = select_device(args.device)
-    if device != "cpu" and args.engine == "openvino" and not args.no_engine and not args.no_speed:
-        raise MbnetError(f"--engine openvino runs on the CPU but the models run on the {device}; add --device cpu")
+    if device != "cpu" and args.engine != "paddle" and not args.no_engine and not args.no_speed:
+        raise MbnetError(f"--engine {args.engine} runs on the CPU but the models run on the {device}; "
+                         "add --device cpu")
     paddle.base.core.set_num_threads(args.threads)
     if device == "cpu":
         keep_freed_memory()  # the eager timings run as tools/train.py trains

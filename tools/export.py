@@ -1,11 +1,13 @@
 """Export a trained run to a Paddle inference model and check it against the dynamic model.
 
-    python tools/export.py <run dir or checkpoint> [--out DIR] [--engine paddle|openvino]
+    python tools/export.py <run dir or checkpoint> [--out DIR] [--engine paddle|openvino|onnxruntime]
 
 Writes DIR/inference.{json|pdmodel,pdiparams} (default <run dir>/inference),
-loads it with paddle.inference (or OpenVINO) and prints the largest output difference.
+loads it with paddle.inference (or OpenVINO, or ONNX Runtime) and prints the largest output difference.
 --engine openvino writes the legacy program format (inference.pdmodel), the one
 OpenVINO reads, and checks the model through OpenVINO (pip install openvino).
+--engine onnxruntime also converts the export to DIR/inference.onnx with paddle2onnx and checks that file
+through ONNX Runtime (pip install onnxruntime paddle2onnx); any ONNX runtime can serve it.
 """
 import argparse
 import os
@@ -17,11 +19,14 @@ def main(argv=None):
     p.add_argument("run", help="run directory or checkpoint file")
     p.add_argument("--out", help="output directory (default: <run dir>/inference)")
     p.add_argument("--no-onednn", action="store_true", help="check with plain CPU kernels instead of oneDNN")
-    p.add_argument("--engine", default="paddle", choices=("paddle", "openvino"),
-                   help="the engine that will run the model: paddle (Paddle Inference) or openvino")
+    p.add_argument("--engine", default="paddle", choices=("paddle", "openvino", "onnxruntime"),
+                   help="the engine that will run the model: paddle (Paddle Inference), openvino or onnxruntime")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads of the engine in the check (default 1)")
     args = p.parse_args(argv)
-    if args.no_onednn and args.engine == "openvino":
-        p.error("--no-onednn is a Paddle Inference setting; drop it with --engine openvino")
+    if args.no_onednn and args.engine != "paddle":
+        p.error(f"--no-onednn is a Paddle Inference setting; drop it with --engine {args.engine}")
+    if args.threads < 1:
+        p.error(f"--threads must be >= 1, got {args.threads}")
     import numpy as np
     import paddle
 
@@ -33,19 +38,17 @@ def main(argv=None):
         cfg, model, ckpt = trainer.load_run(args.run)
         size = cfg["DataLoader"]["image_size"]
         out = args.out or os.path.join(os.path.dirname(ckpt["path"]), "inference")
-        legacy = args.engine == "openvino"
-        if legacy:
-            deploy.OpenVinoModel.check_installed()  # before the export, not after it
-        prefix = deploy.export(model, os.path.join(out, "inference"), size, legacy=legacy)
-        options = {} if legacy else {"onednn": not args.no_onednn}
-        run_engine = deploy.create_engine(prefix, args.engine, **options)
+        prefix = deploy.export_for(args.engine, model, os.path.join(out, "inference"), size)
+        options = {"onednn": not args.no_onednn} if args.engine == "paddle" else {}
+        run_engine = deploy.create_engine(prefix, args.engine, threads=args.threads, **options)
     except MbnetError as e:
         sys.exit(f"error: {e}")
     x = np.random.RandomState(0).randn(2, 3, size, size).astype("float32")
     want = model(paddle.to_tensor(x)).numpy()
     diff = float(np.abs(run_engine(x) - want).max())
-    print(f"exported {prefix} (input [N, 3, {size}, {size}]); {deploy.ENGINES[args.engine]} vs dynamic max abs "
-          f"diff {diff:.2e}")
+    suffix = ".onnx" if args.engine == "onnxruntime" else ""
+    print(f"exported {prefix}{suffix} (input [N, 3, {size}, {size}]); {deploy.ENGINES[args.engine]} "
+          f"({args.threads} threads) vs dynamic max abs diff {diff:.2e}")
     if diff > 1e-3:
         sys.exit(f"error: the inference model disagrees with the dynamic one (max abs diff {diff})")
 

@@ -102,12 +102,11 @@ def _engine_of(model, spec, engine_dir, input_size, engine, threads, tensorrt):
     """The exported ``model`` as a callable ndarray -> ndarray through ``engine``."""
     import paddle
 
-    from ..deploy import create_engine, export
+    from ..deploy import create_engine, export_for
 
     gpu = paddle.get_device().startswith("gpu")
     use_trt = gpu and _trt_compiled() if tensorrt is None else tensorrt
-    prefix = export(model, os.path.join(engine_dir, spec.replace("@", "_"), "model"), input_size,
-                    legacy=engine == "openvino")
+    prefix = export_for(engine, model, os.path.join(engine_dir, spec.replace("@", "_"), "model"), input_size)
     paddle_options = {"onednn": not gpu, "gpu": gpu, "tensorrt": use_trt} if engine == "paddle" else {}
     return create_engine(prefix, engine, threads=threads, **paddle_options)
 
