@@ -78,6 +78,7 @@ def test_stop_anywhere_then_resume_gives_the_uninterrupted_weights(where, archiv
     stopped = paddle.load(os.path.join(out, "last.pdckpt"))
     if where == "mid_epoch":
         assert (stopped["epoch"], stopped["batches_done"]) == (1, 2)
+        assert stopped["partial_epoch"]["images"] == 2 * 16 and stopped["partial_epoch"]["time_s"] > 0
     else:
         assert (stopped["epoch"], stopped["batches_done"]) == (1, 0) and stopped["pending_record"] is not None
     summary = trainer.main(load_resume_config(out), progress=False)
@@ -87,9 +88,12 @@ def test_stop_anywhere_then_resume_gives_the_uninterrupted_weights(where, archiv
     for key in whole:
         np.testing.assert_array_equal(whole[key], resumed[key], err_msg=key)
     records = json.load(open(os.path.join(out, "metrics.json")))
+    whole_records = json.load(open(os.path.join(uninterrupted, "metrics.json")))
     assert [r["epoch"] for r in records] == [1, 2]
-    assert [r["val_acc"] for r in records] == [r["val_acc"] for r in json.load(
-        open(os.path.join(uninterrupted, "metrics.json")))]
+    assert [r["val_acc"] for r in records] == [r["val_acc"] for r in whole_records]
+    # the training statistics of a resumed epoch cover the batches before the stop too
+    assert [r["train_acc"] for r in records] == [r["train_acc"] for r in whole_records]
+    assert [r["train_loss"] for r in records] == pytest.approx([r["train_loss"] for r in whole_records], rel=1e-5)
 
 
 class _StopsWhenCalled(paddle.nn.Layer):

@@ -119,18 +119,21 @@ def _resized(images, size):
 
 
 def train_one_epoch(model, loader, optimizer, scheduler, state, cfg, scaler=None, writer=None, progress=True,
-                    ema=None, image_size=None):
+                    ema=None, image_size=None, partial=None):
     """One pass over ``loader``; ``state`` holds the global ``step`` and ``batches_done`` in this epoch;
     ``ema`` (a ModelEma) is updated after every step; ``image_size`` (progressive resizing) scales each batch
     to that side first (and comes back in the stats). A stop request ends it before the next step, and
-    ``Global.max_steps`` after the step that reaches it."""
+    ``Global.max_steps`` after the step that reaches it. ``partial`` (a dict) carries the epoch's sums across a
+    stop: the sums it holds are the start, and a stop writes the sums so far back into it, so the statistics of
+    a resumed epoch cover all of its batches."""
     max_steps = cfg["Global"]["max_steps"]
     model.train()
     smoothing = cfg["Optimizer"]["label_smoothing"]
     log = _StepLog(loader, state, cfg, writer, progress)
-    total_loss, correct, seen = 0.0, 0, 0
+    carried = partial or {}
+    total_loss, correct, seen = carried.get("loss_sum", 0.0), carried.get("correct", 0), carried.get("images", 0)
     synchronize()
-    started = time.perf_counter()
+    started = time.perf_counter() - carried.get("time_s", 0.0)
     expected, batches = len(loader), 0
     try:
         for images, labels in loader:
@@ -140,7 +143,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, state, cfg, scaler=None
             logits, loss = _train_step(model, images, labels, optimizer, scheduler, smoothing, scaler, ema)
             state["step"] += 1
             state["batches_done"] += 1
-            log.step(logits, labels, loss, optimizer, first=seen == 0)
+            log.step(logits, labels, loss, optimizer, first=batches == 1)
             seen += images.shape[0]
             # Running sums stay on the device: a float() here would sync the GPU every step.
             total_loss = total_loss + loss.detach() * images.shape[0]
@@ -148,6 +151,12 @@ def train_one_epoch(model, loader, optimizer, scheduler, state, cfg, scaler=None
             if max_steps and state["step"] >= max_steps:
                 break
         STOP.check_pass(batches, expected)
+    except KeyboardInterrupt:
+        if partial is not None:
+            synchronize()
+            partial.update(loss_sum=float(total_loss), correct=int(correct), images=seen,
+                           time_s=time.perf_counter() - started)
+        raise
     finally:
         log.close()
     synchronize()

@@ -248,7 +248,7 @@ def _build(cfg, device, rank0, world) -> dict:
             "model": model, "optimizer": optimizer, "scheduler": scheduler,
             "scaler": paddle.amp.GradScaler() if use_amp else None,
             "ema": ModelEma(model, glob_cfg["ema_decay"]) if glob_cfg["ema_decay"] else None,
-            "pending": None, "resume_rng": None}
+            "pending": None, "resume_rng": None, "partial": {}}
 
 
 def _check_smallest_input(cfg, model) -> None:
@@ -290,6 +290,8 @@ def _restore(run, cfg):
         state[field.name] = ckpt[field.name]
     run["pending"] = ckpt.get("pending_record")
     run["resume_rng"] = ckpt.get("rng") if state.batches_done else None
+    # .get: an older version's stop checkpoint holds no sums; its resumed epoch counts the later batches only
+    run["partial"] = dict(ckpt.get("partial_epoch") or {}) if state.batches_done else {}
     history = []
     metrics_path = os.path.join(run["out"], "metrics.json")
     if os.path.isfile(metrics_path):
@@ -399,8 +401,8 @@ def _train_epoch(run, state, cfg, writer, progress) -> None:
     size = _epoch_image_size(run, cfg, epoch)
     stats = train_one_epoch(run["model"], run["train_loader"], run["optimizer"], run["scheduler"], state, cfg,
                             run["scaler"], writer, progress=progress and run["rank0"], ema=run["ema"],
-                            image_size=size)
-    state.epoch, state.batches_done = epoch + 1, 0
+                            image_size=size, partial=run["partial"])
+    state.epoch, state.batches_done, run["partial"] = epoch + 1, 0, {}
     run["pending"] = stats  # trained, not yet evaluated and recorded
 
 
@@ -415,7 +417,7 @@ def _epoch_image_size(run, cfg, epoch) -> int:
 def _save(run, state, cfg, name, interrupted=False):
     extra = {"pending_record": run["pending"]}
     if interrupted and state.batches_done:
-        extra["rng"] = paddle.get_rng_state()
+        extra["rng"], extra["partial_epoch"] = paddle.get_rng_state(), dict(run["partial"])
     save_checkpoint(os.path.join(run["out"], name), run["model"], run["optimizer"], run["scheduler"],
                     run["scaler"], state, cfg, run["ema"], extra)
 
