@@ -11,6 +11,7 @@ engine reads.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import tempfile
@@ -56,6 +57,7 @@ def export(model, prefix: str, image_size: int, legacy: bool = False) -> str:
 
 
 def check_engine_name(engine: str) -> None:
+    """Refuse a name that is not one of ENGINES, in one line."""
     if engine not in ENGINES:
         raise ArgumentError(f"unknown inference engine {engine!r}; choose one of {', '.join(ENGINES)}")
 
@@ -86,46 +88,77 @@ def to_onnx(prefix: str) -> str:
     returns that path. paddle2onnx's own log (C++ and Python, several lines per model) is shown only if it fails."""
     import paddle2onnx
 
-    path = prefix + ".onnx"
-    with _captured_output() as log:
-        try:
-            paddle2onnx.export(_model_file(prefix), prefix + ".pdiparams", path, opset_version=ONNX_OPSET,
+    path, model_file = prefix + ".onnx", _model_file(prefix)
+    autoinstall = os.environ.get(_POLYGRAPHY_AUTOINSTALL)
+    try:
+        with _output_shown_on_failure():
+            paddle2onnx.export(model_file, prefix + ".pdiparams", path, opset_version=ONNX_OPSET,
                                enable_onnx_checker=True)
-        except Exception:
-            log.dump()
-            raise
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:  # paddle2onnx ends some failures with sys.exit(-1) rather than an exception
+        raise CheckpointError(f"paddle2onnx could not convert {model_file} ({type(error).__name__}: {error}; its "
+                              "log is above); export for another engine (--engine paddle or openvino)") from error
+    finally:
+        # paddle2onnx switches on Polygraphy's pip auto-install for the whole process: put the setting back
+        if autoinstall is None:
+            os.environ.pop(_POLYGRAPHY_AUTOINSTALL, None)
+        else:
+            os.environ[_POLYGRAPHY_AUTOINSTALL] = autoinstall
+    if not os.path.isfile(path):  # some conversion errors are only logged
+        raise CheckpointError(f"paddle2onnx wrote no {path}; export for another engine (--engine paddle or openvino)")
     return path
 
 
-class _captured_output:
-    """Send file descriptors 1 and 2 to a temporary file while open; ``dump()`` writes what came to stderr.
-    Written here because contextlib's redirect_stdout does not reach the output of compiled code."""
+_POLYGRAPHY_AUTOINSTALL = "POLYGRAPHY_AUTOINSTALL_DEPS"
 
-    def __enter__(self):
-        import sys
 
-        sys.stdout.flush(), sys.stderr.flush()
-        self.file = tempfile.TemporaryFile(mode="w+b")
-        self.saved = [os.dup(1), os.dup(2)]
-        for fd in (1, 2):
-            os.dup2(self.file.fileno(), fd)
-        return self
+@contextlib.contextmanager
+def _output_shown_on_failure():
+    """Hold back what the block prints, through Python's sys.stdout / sys.stderr and through file descriptors 1
+    and 2 (compiled code), and write it to stderr only if the block raises. Written here because
+    contextlib.redirect_stdout alone does not reach the output of compiled code."""
+    import io
+    import sys
 
-    def __exit__(self, *exc):
-        import sys
+    python_text, saved = io.StringIO(), {}
+    with tempfile.TemporaryFile() as native:
+        try:
+            for fd in (1, 2):
+                _flush_std_streams()
+                try:
+                    saved[fd] = os.dup(fd)
+                except OSError:  # a closed descriptor: nothing to hold back there
+                    continue
+                os.dup2(native.fileno(), fd)
+            with contextlib.redirect_stdout(python_text), contextlib.redirect_stderr(python_text):
+                yield
+        except BaseException:
+            _restore_descriptors(saved)
+            native.seek(0)
+            if sys.stderr is not None:
+                sys.stderr.write(native.read().decode(errors="replace") + python_text.getvalue())
+                sys.stderr.flush()
+            raise
+        finally:
+            _restore_descriptors(saved)
 
-        sys.stdout.flush(), sys.stderr.flush()
-        for fd, saved in zip((1, 2), self.saved):
-            os.dup2(saved, fd)
-            os.close(saved)
-        self.file.close()
 
-    def dump(self):
-        import sys
+def _flush_std_streams():
+    import sys
 
-        sys.stdout.flush(), sys.stderr.flush()
-        self.file.seek(0)
-        os.write(self.saved[1], self.file.read())
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
+
+
+def _restore_descriptors(saved: dict) -> None:
+    """Point each descriptor back at its saved copy and close the copy; empties ``saved``."""
+    _flush_std_streams()
+    while saved:
+        fd, copy = saved.popitem()
+        os.dup2(copy, fd)
+        os.close(copy)
 
 
 def _optional_module(name: str, missing: str):
@@ -272,6 +305,17 @@ class OpenVinoModel:
         return request.get_output_tensor(0).data.copy()
 
 
+def ort_session_options(threads: int):
+    """ONNX Runtime's session options of the deploy path (and of tools/bench_deploy.py's peer): ``threads``
+    intra-op threads, one inter-op thread, all graph optimisations."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
 class OnnxRuntimeModel:
     """The ``to_onnx`` file of an export run by ONNX Runtime on the CPU, called like ``run_predictor``. One
     session serves every batch size (the export's batch dimension is dynamic); ``threads`` intra-op threads and
@@ -283,10 +327,7 @@ class OnnxRuntimeModel:
         if not os.path.isfile(path):
             raise CheckpointError(f"ONNX Runtime reads an ONNX file and {path} does not exist; export with "
                                   "--engine onnxruntime (deploy.export_for('onnxruntime', ...))")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(path, ort_session_options(threads), providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
     @staticmethod

@@ -129,6 +129,38 @@ def test_export_for_onnxruntime_writes_a_file_that_holds_the_weights(tmp_path):
     assert os.path.isfile(prefix + ".json") and not os.path.exists(prefix + ".onnx")
 
 
+def test_an_onnx_conversion_prints_nothing_and_leaves_the_environment_as_it_was(tmp_path, monkeypatch, capfd):
+    """paddle2onnx's log is held back on success, and its switch for Polygraphy's pip auto-install undone."""
+    _skip_unless_installed("onnxruntime")
+    prefix, _, _ = _exported(tmp_path, "mobilenet_v1", legacy=False)
+    monkeypatch.delenv("POLYGRAPHY_AUTOINSTALL_DEPS", raising=False)
+    capfd.readouterr()
+    deploy.to_onnx(prefix)
+    printed = capfd.readouterr()
+    assert (printed.out, printed.err) == ("", "")
+    assert "POLYGRAPHY_AUTOINSTALL_DEPS" not in os.environ and os.path.isfile(prefix + ".onnx")
+
+
+def test_a_failed_onnx_conversion_is_one_line_after_paddle2onnx_log(tmp_path, monkeypatch, capfd):
+    _skip_unless_installed("onnxruntime")
+    import paddle2onnx
+
+    prefix, _, _ = _exported(tmp_path, "mobilenet_v1", legacy=False)
+
+    def failing(*args, **kwargs):  # what paddle2onnx does on some failures: log, then sys.exit(-1)
+        print("converter: unsupported operator")
+        os.write(2, b"native: giving up\n")
+        raise SystemExit(-1)
+
+    monkeypatch.setattr(paddle2onnx, "export", failing)
+    with pytest.raises(CheckpointError, match=r"paddle2onnx could not convert \S+inference.json \(SystemExit: -1; "
+                                              r"its log is above\); export for another engine"):
+        deploy.to_onnx(prefix)
+    shown = capfd.readouterr().err
+    assert "converter: unsupported operator" in shown and "native: giving up" in shown
+    assert not os.path.exists(prefix + ".onnx")
+
+
 def test_unknown_engine_is_refused(tmp_path):
     with pytest.raises(ArgumentError, match="unknown inference engine 'onnx'; choose one of paddle, openvino, "
                                             "onnxruntime"):

@@ -96,6 +96,22 @@ def test_stop_anywhere_then_resume_gives_the_uninterrupted_weights(where, archiv
     assert [r["train_loss"] for r in records] == pytest.approx([r["train_loss"] for r in whole_records], rel=1e-5)
 
 
+def test_a_stop_on_the_step_that_ends_a_step_budget_keeps_that_epoch(archive, tmp_path, monkeypatch):
+    """The budget's last step ends the epoch: a stop arriving during it must not turn the epoch into an
+    interrupted one, which a resume would find already done and never evaluate or record."""
+    out = str(tmp_path)
+    _stop_on_call(monkeypatch, loop, "_train_step", 3)  # 4 steps per epoch: the budget ends inside epoch 1
+    try:
+        trainer.main(_cfg(archive, out, "Global.max_steps=3"), progress=False)
+    except KeyboardInterrupt:  # the stop may still be honoured later, during the evaluation
+        monkeypatch.undo()
+        trainer.main(load_resume_config(out), progress=False)
+    records = json.load(open(os.path.join(out, "metrics.json")))
+    assert [r["epoch"] for r in records] == [1] and records[0]["val_acc"] is not None
+    with open(os.path.join(out, "run_summary.json")) as f:
+        assert json.load(f)["finished"]
+
+
 class _StopsWhenCalled(paddle.nn.Layer):
     """A model whose forward requests a stop, as a signal arriving during a step would."""
 

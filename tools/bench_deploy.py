@@ -72,12 +72,11 @@ def _ort_times(args, folder):
     import onnxruntime as ort
     import torch
 
+    from paddle_mbnet import deploy
     from paddle_mbnet.analysis import torch_peer
 
     torch.set_num_threads(args.threads)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options = deploy.ort_session_options(args.threads)  # the same as our engine's: only the graph differs
     image = np.random.RandomState(0).randn(1, 3, args.input_size, args.input_size).astype("float32")
     times = {}
     for name in args.models.split(","):

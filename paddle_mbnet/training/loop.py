@@ -149,8 +149,9 @@ def train_one_epoch(model, loader, optimizer, scheduler, state, cfg, scaler=None
             total_loss = total_loss + loss.detach() * images.shape[0]
             correct = correct + (logits.argmax(axis=1) == labels.flatten()).astype("int64").sum()
             if max_steps and state["step"] >= max_steps:
-                break
-        STOP.check_pass(batches, expected)
+                break  # the budget's end: a finished epoch, whatever a stop request arriving now says
+        else:
+            STOP.check_pass(batches, expected)
     except KeyboardInterrupt:
         if partial is not None:
             synchronize()
