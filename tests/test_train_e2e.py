@@ -186,7 +186,7 @@ def test_eval_predict_export_tools(full_run, tmp_path):
 
 
 @pytest.mark.parametrize("engine, modules, written, report", [
-    ("openvino", ("openvino",), "inference.pdmodel", "OpenVINO (1 threads)"),
+    ("openvino", ("openvino",), "inference.pdmodel", "OpenVINO (1 thread)"),
     ("onnxruntime", ("onnxruntime", "paddle2onnx"), "inference.onnx", "ONNX Runtime (2 threads)")])
 def test_export_for_an_optional_engine_writes_its_format_and_checks_it(full_run, tmp_path, engine, modules, written,
                                                                        report):
