@@ -19,7 +19,7 @@ import tempfile
 import numpy as np
 import paddle
 
-from .errors import ArgumentError, CheckpointError
+from .errors import ArgumentError, CheckpointError, NotInstalledError
 
 
 def prepare_folder(prefix: str) -> None:
@@ -168,7 +168,7 @@ def _optional_module(name: str, missing: str):
     try:
         return importlib.import_module(name)
     except ImportError:
-        raise ArgumentError(missing) from None
+        raise NotInstalledError(missing) from None
 
 
 def _model_file(prefix: str) -> str:

@@ -20,3 +20,7 @@ class CheckpointError(MbnetError, RuntimeError):
 
 class ArgumentError(MbnetError, ValueError):
     """A model or tool argument that cannot be used."""
+
+
+class NotInstalledError(ArgumentError):
+    """An optional package that the chosen engine or tool needs is not installed."""

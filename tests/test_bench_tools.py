@@ -135,6 +135,26 @@ def test_bench_deploy_checks_every_variant_and_times_onnxruntime_where_installed
         assert "pip install -r requirements-bench.txt" in proc.stderr.strip().splitlines()[-1]
 
 
+def test_bench_deploy_skips_an_optional_side_whose_engine_is_missing(tmp_path):
+    shadow = tmp_path / "openvino"  # an openvino that fails to import, installed or not
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise ImportError('hidden by the test')\n")
+    proc = run_tool("bench_deploy.py", "--models", "mobilenet_v1", "--input-size", "32", "--threads", "1",
+                    "--repeats", "2", "--warmup", "1", "--blocks", "1", "--sides", "openvino,onnxruntime",
+                    check=False, env={"PYTHONPATH": str(tmp_path)})
+    assert "openvino side skipped: the openvino engine needs OpenVINO: pip install openvino" in proc.stdout
+    assert "mobilenet_v1 / openvino" not in proc.stdout
+    if proc.returncode == 0:  # the benchmark-only peer is installed
+        assert re.search(r"mobilenet_v1 / onnxruntime +[\d.]+ +[\d.]+ +1\.00x +1\.00-1\.00x", proc.stdout)
+    else:
+        assert "pip install -r requirements-bench.txt" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_bench_deploy_sides_must_include_the_reference():
+    proc = run_tool("bench_deploy.py", "--sides", "paddle,openvino", check=False)
+    assert proc.returncode == 2 and "must include onnxruntime" in proc.stderr and "Traceback" not in proc.stderr
+
+
 @pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2"])
 @pytest.mark.parametrize("small_input", [True, False])
 def test_the_pytorch_peer_has_our_parameters_and_output_size(name, small_input):

@@ -1,7 +1,8 @@
 """Batch-1 CPU latency of the deploy path against ONNX Runtime, the runtime most CPU deployments pick.
 
     python tools/bench_deploy.py [--models mobilenet_v1,mobilenet_v2] [--input-size 224] [--threads 2]
-                                 [--repeats 50] [--blocks 3] [--profile]
+                                 [--repeats 50] [--blocks 3] [--sides paddle,openvino,paddle2onnx,onnxruntime]
+                                 [--profile]
 
 Paddle side: the project's deploy path (``paddle_mbnet.deploy``: paddle.jit.save + Paddle Inference with oneDNN,
 what compare.py reports as engine_latency_ms_p50), the same model saved in the legacy program format, and four of
@@ -19,9 +20,9 @@ relative to the largest output, printed).
 ONNX Runtime side: the same architecture in PyTorch (built from our tables, random weights), exported with
 torch.onnx.export and run by onnxruntime. Each side runs in a child process of its own, one block at a time: a
 runtime's idle thread pool in the same process, or in a parent waiting for the child, slows the other down. The
-four sides take turns in --blocks blocks; each block warms up, then times --repeats calls of every model
-(one variant or session after another); figures are medians and p90 over
-all blocks, and the ratio is ours / onnxruntime (below 1 = ours faster).
+sides (all four, or those --sides names) take turns in --blocks blocks; each block warms up, then times --repeats
+calls of every model (one variant or session after another); figures are medians and p90 over all blocks, the ratio
+is ours / onnxruntime (below 1 = ours faster), and its spread is the lowest and highest of the blocks' own ratios.
 --profile then runs paddle.profiler over --repeats calls of each model's deploy-path predictor (after the
 warm-up, in a process of its own) and prints where its time goes, per operator type.
 PyTorch and onnxruntime are benchmark-only: pip install -r requirements-bench.txt.
@@ -36,8 +37,8 @@ import tempfile
 import _bootstrap
 
 SIDES = ("paddle", "openvino", "paddle2onnx", "onnxruntime")
-# skipped, with the child's one line, where their engine is not installed
-OPTIONAL_SIDES = {"openvino": ("needs OpenVINO",), "paddle2onnx": ("needs ONNX Runtime", "needs paddle2onnx")}
+OPTIONAL_SIDES = ("openvino", "paddle2onnx")  # skipped, with the child's one line, where their engine is not installed
+REFERENCE = "onnxruntime"  # the side every ratio divides by
 PROFILE_SIDE = "profile"  # the child process of --profile
 
 
@@ -49,11 +50,17 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=50, help="timed calls per model and block")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--blocks", type=int, default=3, help="rounds of the four sides")
+    p.add_argument("--sides", default=",".join(SIDES),
+                   help=f"the sides to time, comma-separated, {REFERENCE} among them (default: all)")
     p.add_argument("--profile", action="store_true", help="also profile the deploy path's predictor, per operator")
     p.add_argument("--side", choices=SIDES + (PROFILE_SIDE,), help=argparse.SUPPRESS)  # a child process
     args = p.parse_args(argv)
     if min(args.repeats, args.blocks, args.input_size) < 1 or args.warmup < 0:
         p.error("--repeats, --blocks and --input-size must be >= 1, --warmup >= 0")
+    args.sides = tuple(side.strip() for side in args.sides.split(","))
+    unknown = [side for side in args.sides if side not in SIDES]
+    if unknown or REFERENCE not in args.sides:
+        p.error(f"--sides names some of {', '.join(SIDES)} and must include {REFERENCE}; got {','.join(args.sides)}")
     return args
 
 
@@ -114,9 +121,21 @@ def _profile(args):
 
 
 def _child(args):
-    """One block of one side: build, check, time; the last line printed is JSON."""
+    """One block of one side: build, check, time; the last line printed is JSON (``skipped`` holds the reason
+    when an optional side's engine is not installed)."""
     if args.side == PROFILE_SIDE:
         return _profile(args)
+    from paddle_mbnet.errors import NotInstalledError
+
+    try:
+        print(json.dumps(_timed_side(args)))
+    except NotInstalledError as error:
+        if args.side not in OPTIONAL_SIDES:
+            raise
+        print(json.dumps({"skipped": str(error)}))
+
+
+def _timed_side(args):
     with tempfile.TemporaryDirectory() as folder:
         if args.side != "onnxruntime":
             # one variant after another: interleaved with paddle's plain CPU kernels, the oneDNN predictors
@@ -127,7 +146,7 @@ def _child(args):
                      for key, values in _rounds({key: call}, args.repeats, args.warmup).items()}
         else:
             times, versions = _ort_times(args, folder)
-    print(json.dumps({"times": times, "versions": versions}))
+    return {"times": times, "versions": versions}
 
 
 def _block(argv, side):
@@ -136,12 +155,13 @@ def _block(argv, side):
                           text=True)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        if any(missing in last for missing in OPTIONAL_SIDES.get(side, ())):
-            return [f"{side} side skipped: {last.split(': ', 1)[-1]}"], {"times": {}, "versions": {}}
-        fix = "; pip install -r requirements-bench.txt" if side == "onnxruntime" else ""
+        fix = "; pip install -r requirements-bench.txt" if side == REFERENCE else ""
         sys.exit(f"error: the {side} side failed ({last}){fix}")
     lines = proc.stdout.strip().splitlines()
-    return lines[:-1], json.loads(lines[-1])
+    block = json.loads(lines[-1])
+    if "skipped" in block:
+        return [f"{side} side skipped: {block['skipped']}"], {"times": {}, "versions": {}}
+    return lines[:-1], block
 
 
 def _exported(args, folder, name, legacy_formats=(False, True)):
@@ -216,37 +236,51 @@ def _paddle2onnx_calls(args, folder):
     return calls, {"paddle2onnx": paddle2onnx.__version__}
 
 
+def _collect(args, argv):
+    """({"model / runtime": [[seconds per call] of each block]}, versions), the sides taking turns."""
+    times, versions = {}, {}
+    for index in range(args.blocks):
+        for side in args.sides:
+            checks, block = _block(argv, side)
+            for line in checks if index == 0 else ():
+                if "max abs diff" in line or "skipped" in line:
+                    print(line)
+            versions.update(block["versions"])
+            for key, values in block["times"].items():
+                key = f"{key} / {REFERENCE}" if side == REFERENCE else key
+                times.setdefault(key, []).append(values)
+    return times, versions
+
+
+def _report(args, times):
+    """p50 and p90 over all blocks, the ratio of the medians and the range of the blocks' own ratios."""
+    import numpy as np
+
+    print(f"{'model / runtime':40s} {'p50 ms':>8s} {'p90 ms':>8s} {'vs ' + REFERENCE:>15s} {'blocks':>13s}")
+    for name in args.models.split(","):
+        reference_blocks = [float(np.median(block)) for block in times[f"{name} / {REFERENCE}"]]
+        reference = float(np.median(np.concatenate(times[f"{name} / {REFERENCE}"])))
+        for key in [k for k in times if k.startswith(name + " /")]:
+            ms = 1000 * np.concatenate(times[key])
+            ratios = [float(np.median(block)) / ref for block, ref in zip(times[key], reference_blocks)]
+            print(f"{key:40s} {np.median(ms):8.2f} {np.percentile(ms, 90):8.2f} "
+                  f"{np.median(ms) / 1000 / reference:14.2f}x {min(ratios):6.2f}-{max(ratios):.2f}x")
+
+
 def main(argv=None):
     args = parse_args(argv)
     args.threads = _bootstrap.set_threads(args.threads)
     if args.side:
         return _child(args)
-    import numpy as np
-
     from paddle_mbnet.analysis.benchmark import env_header
 
     print(env_header())
-    print(f"batch 1 at {args.input_size}x{args.input_size}, {args.threads} threads, {args.blocks} blocks x "
-          f"{args.repeats} timed calls per model after {args.warmup} warm-up calls; {', '.join(SIDES)} in separate "
-          f"processes, in turn; within a process one variant after another")
-    times, versions = {}, {}
-    for index in range(args.blocks):
-        for side in SIDES:
-            checks, block = _block(argv, side)
-            if index == 0:
-                print("\n".join(line for line in checks if "max abs diff" in line or "skipped" in line))
-            versions.update(block["versions"])
-            for key, values in block["times"].items():
-                key = f"{key} / onnxruntime" if side == "onnxruntime" else key
-                times.setdefault(key, []).extend(values)
+    print(f"batch 1 at {args.input_size}x{args.input_size}, {args.threads} thread{'s' * (args.threads != 1)}, {args.blocks} blocks x "
+          f"{args.repeats} timed calls per model after {args.warmup} warm-up calls; {', '.join(args.sides)} in "
+          f"separate processes, in turn; within a process one variant after another")
+    times, versions = _collect(args, argv)
     print(", ".join(f"{k} {v}" for k, v in versions.items()))
-    print(f"{'model / runtime':40s} {'p50 ms':>8s} {'p90 ms':>8s} {'vs onnxruntime':>15s}")
-    for name in args.models.split(","):
-        reference = float(np.median(times[f"{name} / onnxruntime"]))
-        for key in [k for k in times if k.startswith(name + " /")]:
-            ms = 1000 * np.asarray(times[key])
-            print(f"{key:40s} {np.median(ms):8.2f} {np.percentile(ms, 90):8.2f} "
-                  f"{np.median(ms) / 1000 / reference:14.2f}x")
+    _report(args, times)
     if args.profile:
         sys.stdout.flush()
         argv = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--profile"]
