@@ -170,6 +170,18 @@ def test_unknown_engine_is_refused(tmp_path):
     assert not os.path.exists(tmp_path / "y.json")  # refused before anything was written
 
 
+@pytest.mark.parametrize("tool", ["export.py", "compare.py"])
+def test_the_tools_offer_exactly_the_engines_deploy_knows(tool):
+    """The tools list the choices themselves (their --help then needs no paddle import); this keeps them in step."""
+    import re
+
+    from helpers import run_tool
+
+    usage = run_tool(tool, "--help").stdout
+    choices = re.search(r"--engine \{([a-z,]+)\}", usage)
+    assert choices and tuple(choices.group(1).split(",")) == tuple(deploy.ENGINES), usage
+
+
 @pytest.mark.parametrize("engine, interleave", [("openvino", True), ("openvino", False), ("onnxruntime", True)])
 def test_compare_times_the_chosen_engine(tmp_path, engine, interleave):
     _skip_unless_installed(engine)

@@ -37,6 +37,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=0, help="CPU threads for paddle, OpenMP, "
                    "Paddle Inference and the training runs (default: all cores)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
+    # deploy.ENGINES, written out so that --help needs no paddle import (a test keeps the two in step)
     p.add_argument("--engine", default="paddle", choices=("paddle", "openvino", "onnxruntime"),
                    help="inference engine of the exported models: Paddle Inference (default), OpenVINO "
                         "(optional, CPU only: pip install openvino) or ONNX Runtime through paddle2onnx "

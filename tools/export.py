@@ -19,6 +19,7 @@ def main(argv=None):
     p.add_argument("run", help="run directory or checkpoint file")
     p.add_argument("--out", help="output directory (default: <run dir>/inference)")
     p.add_argument("--no-onednn", action="store_true", help="check with plain CPU kernels instead of oneDNN")
+    # deploy.ENGINES, written out so that --help needs no paddle import (a test keeps the two in step)
     p.add_argument("--engine", default="paddle", choices=("paddle", "openvino", "onnxruntime"),
                    help="the engine that will run the model: paddle (Paddle Inference), openvino or onnxruntime")
     p.add_argument("--threads", type=int, default=1, help="CPU threads of the engine in the check (default 1)")
