@@ -340,6 +340,26 @@ class OnnxRuntimeModel:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype="float32")})[0]
 
 
+def ort_optimized_op_types(onnx_path: str) -> collections.Counter:
+    """{operator type: count} of the graph ONNX Runtime runs for ``onnx_path`` after its graph passes (the deploy
+    path's session options), read back from the optimized model it saves; a fused convolution counts as
+    ``Conv(activation)``. It shows whether conv + BatchNorm + activation fusion applied, as ``optimized_op_types``
+    does for Paddle Inference."""
+    ort = OnnxRuntimeModel.check_installed()
+    import onnx  # paddle2onnx's own dependency, so present wherever the onnxruntime engine can export
+
+    with tempfile.TemporaryDirectory(prefix="mbnet_ort_optimized_") as folder:
+        options = ort_session_options(1)
+        options.optimized_model_filepath = os.path.join(folder, "optimized.onnx")
+        ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+        nodes = onnx.load(options.optimized_model_filepath).graph.node
+    counts = collections.Counter()
+    for node in nodes:
+        activation = [attribute.s.decode() for attribute in node.attribute if attribute.name == "activation"]
+        counts[node.op_type + "".join(f"({name})" for name in activation)] += 1
+    return counts
+
+
 def create_engine(prefix: str, engine: str = "paddle", threads: int = 1, **paddle_options):
     """A callable ndarray -> ndarray that runs the exported model at ``prefix`` with ``engine`` (one of ENGINES);
     ``paddle_options`` go to ``create_predictor``."""

@@ -89,6 +89,21 @@ def test_every_conv_runs_fused_with_its_batchnorm_and_activation_in_paddle_infer
         assert set(ops) == {"fused_conv2d", "pool2d", "flatten_contiguous_range", "fc"}, ops
 
 
+@pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2"])
+def test_every_conv_runs_fused_with_its_batchnorm_and_activation_in_onnx_runtime(tmp_path, name):
+    """ONNX Runtime's graph passes fold each BatchNorm into its conv and fuse the activation (and V2's residual
+    add): one convolution per conv of the network, and no BatchNormalization, Relu, Clip or Add left."""
+    _skip_unless_installed("onnxruntime")
+    prefix, _, _ = _exported(tmp_path, name, legacy=False)
+    ops = deploy.ort_optimized_op_types(deploy.to_onnx(prefix))
+    convs = sum(isinstance(layer, paddle.nn.Conv2D) for layer in build_model(name, num_classes=10).sublayers())
+    # Conv: NCHWc-blocked (CPUs with AVX2 or AVX-512); FusedConv: the plain layout elsewhere
+    assert sum(count for op, count in ops.items() if op.split("(")[0] in ("Conv", "FusedConv")) == convs, ops
+    assert not {"BatchNormalization", "Relu", "Clip", "Add"} & set(ops), ops
+    if name == "mobilenet_v1":
+        assert sum(count for op, count in ops.items() if op.endswith("(Relu)")) == convs, ops
+
+
 def test_predictor_settings_that_cannot_apply_are_refused_with_one_line(tmp_path):
     prefix, _, _ = _exported(tmp_path, "mobilenet_v1", legacy=False)
     with pytest.raises(ArgumentError, match="memory_optim runs on the legacy program format only: export with"):

@@ -15,7 +15,8 @@ OpenVINO side (where installed): the legacy-format export through ``deploy.OpenV
 different precision, so not the like-for-like figure).
 paddle2onnx side (where installed): the export converted by paddle2onnx and run by ``deploy.OnnxRuntimeModel``
 (compare.py --engine onnxruntime), with the same session options as the ONNX Runtime side: the same runtime,
-our graph against PyTorch's. Each is checked against the dynamic model first (largest output difference,
+our graph against PyTorch's; both ONNX sides print the operators ONNX Runtime runs after its graph passes
+(``deploy.ort_optimized_op_types``). Each is checked against the dynamic model first (largest output difference,
 relative to the largest output, printed).
 ONNX Runtime side: the same architecture in PyTorch (built from our tables, random weights), exported with
 torch.onnx.export and run by onnxruntime. Each side runs in a child process of its own, one block at a time: a
@@ -90,6 +91,7 @@ def _ort_times(args, folder):
         model = torch_peer.build(name, small_input=False, num_classes=1000).eval()
         path = os.path.join(folder, f"{name}.onnx")
         torch.onnx.export(model, torch.from_numpy(image), path, input_names=["x"], output_names=["y"], dynamo=False)
+        _print_graph(name, "onnxruntime", path)
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         times.update(_rounds({name: lambda s=session: s.run(None, {"x": image})}, args.repeats, args.warmup))
         del session
@@ -137,15 +139,14 @@ def _child(args):
 
 def _timed_side(args):
     with tempfile.TemporaryDirectory() as folder:
-        if args.side != "onnxruntime":
+        if args.side in ("paddle", "openvino"):
             # one variant after another: interleaved with paddle's plain CPU kernels, the oneDNN predictors
             # ran markedly slower than alone (caches and thread pools of the other kernels in between)
-            sides = {"paddle": _paddle_calls, "openvino": _openvino_calls, "paddle2onnx": _paddle2onnx_calls}
-            calls, versions = sides[args.side](args, folder)
+            calls, versions = {"paddle": _paddle_calls, "openvino": _openvino_calls}[args.side](args, folder)
             times = {key: values for key, call in calls.items()
                      for key, values in _rounds({key: call}, args.repeats, args.warmup).items()}
         else:
-            times, versions = _ort_times(args, folder)
+            times, versions = {"paddle2onnx": _paddle2onnx_times, "onnxruntime": _ort_times}[args.side](args, folder)
     return {"times": times, "versions": versions}
 
 
@@ -189,6 +190,15 @@ def _checked(calls, name, variant, run, image, want):
     calls[f"{name} / {variant}"] = lambda: run(image)
 
 
+def _print_graph(name, variant, onnx_path):
+    """Print the operators ONNX Runtime runs for the file after its graph passes: the two ONNX sides' graphs."""
+    from paddle_mbnet import deploy
+
+    ops = deploy.ort_optimized_op_types(onnx_path)
+    print(f"{name:13s} {variant:22s} operators after ONNX Runtime's graph passes: "
+          + ", ".join(f"{op} {count}" for op, count in sorted(ops.items())))
+
+
 def _paddle_calls(args, folder):
     """({"model / variant": callable}, versions), each inference model checked against the dynamic one first."""
     from paddle_mbnet import deploy
@@ -221,19 +231,23 @@ def _openvino_calls(args, folder):
     return calls, {"openvino": openvino.__version__}
 
 
-def _paddle2onnx_calls(args, folder):
-    """As _paddle_calls, through deploy.OnnxRuntimeModel: the deploy path's export converted by paddle2onnx."""
+def _paddle2onnx_times(args, folder):
+    """As _ort_times, through deploy.OnnxRuntimeModel on the deploy path's export converted by paddle2onnx, each
+    model checked against the dynamic one first; one session alive at a time, as on the ONNX Runtime side."""
     from paddle_mbnet import deploy
 
     deploy.check_engine("onnxruntime")
     import paddle2onnx
 
-    calls = {}
+    times = {}
     for name in args.models.split(","):
         image, want, prefixes = _exported(args, folder, name, legacy_formats=(False,))
-        deploy.to_onnx(prefixes[False])
+        _print_graph(name, "paddle2onnx + ORT", deploy.to_onnx(prefixes[False]))
+        calls = {}
         _checked(calls, name, "paddle2onnx + ORT", deploy.OnnxRuntimeModel(prefixes[False], args.threads), image, want)
-    return calls, {"paddle2onnx": paddle2onnx.__version__}
+        times.update(_rounds(calls, args.repeats, args.warmup))
+        del calls  # the session with it
+    return times, {"paddle2onnx": paddle2onnx.__version__}
 
 
 def _collect(args, argv):
@@ -243,7 +257,7 @@ def _collect(args, argv):
         for side in args.sides:
             checks, block = _block(argv, side)
             for line in checks if index == 0 else ():
-                if "max abs diff" in line or "skipped" in line:
+                if any(part in line for part in ("max abs diff", "graph passes", "skipped")):
                     print(line)
             versions.update(block["versions"])
             for key, values in block["times"].items():
