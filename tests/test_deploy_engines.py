@@ -102,6 +102,9 @@ def test_every_conv_runs_fused_with_its_batchnorm_and_activation_in_onnx_runtime
     assert not {"BatchNormalization", "Relu", "Clip", "Add"} & set(ops), ops
     if name == "mobilenet_v1":
         assert sum(count for op, count in ops.items() if op.endswith("(Relu)")) == convs, ops
+    # the classifier head as torch.onnx.export writes it (onnx_graph.simplify_head): no shape computation
+    assert ops["Flatten"] == 1 and ops["Gemm"] == 1, ops
+    assert not {"Shape", "Slice", "Concat", "Reshape", "MatMul"} & set(ops), ops
 
 
 def test_predictor_settings_that_cannot_apply_are_refused_with_one_line(tmp_path):
