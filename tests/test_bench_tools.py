@@ -130,6 +130,12 @@ def test_bench_deploy_checks_every_variant_and_times_onnxruntime_where_installed
         # --profile: paddle.profiler's table of the deploy path, after the timings; every conv runs fused
         profile = proc.stdout.split("mobilenet_v1: paddle.profiler, 2 calls of the deploy path's predictor")[1]
         assert re.search(r"onednn_op.fused_conv2d +54 ", profile)  # 27 convs x 2 calls
+        if onnx_engine:  # then ONNX Runtime's profile of both ONNX graphs, the same operators in each
+            for variant in ("paddle2onnx + ORT", "the PyTorch-exported peer"):
+                table = profile.split(f"ONNX Runtime's profiler, 2 calls of {variant} after 1 warm-up calls")[1]
+                ops = re.findall(r"^  (\w+) +[\d.]+$", table.split("all kernels")[0], re.M)
+                assert sorted(ops) == ["Conv", "Flatten", "Gemm", "GlobalAveragePool", "ReorderOutput"] or \
+                    sorted(ops) == ["Flatten", "FusedConv", "Gemm", "GlobalAveragePool"], table  # no NCHWc
     else:  # benchmark-only peers absent: one line saying how to install them
         assert proc.returncode == 1 and "Traceback" not in proc.stderr
         assert "pip install -r requirements-bench.txt" in proc.stderr.strip().splitlines()[-1]

@@ -25,7 +25,8 @@ sides (all four, or those --sides names) take turns in --blocks blocks; each blo
 calls of every model (one variant or session after another); figures are medians and p90 over all blocks, the ratio
 is ours / onnxruntime (below 1 = ours faster), and its spread is the lowest and highest of the blocks' own ratios.
 --profile then runs paddle.profiler over --repeats calls of each model's deploy-path predictor (after the
-warm-up, in a process of its own) and prints where its time goes, per operator type.
+warm-up, in a process of its own) and prints where its time goes, per operator type; then ONNX Runtime's profiler
+over both ONNX graphs (where installed), microseconds per call by operator type.
 PyTorch and onnxruntime are benchmark-only: pip install -r requirements-bench.txt.
 """
 import argparse
@@ -81,16 +82,13 @@ def _ort_times(args, folder):
     import torch
 
     from paddle_mbnet import deploy
-    from paddle_mbnet.analysis import torch_peer
 
     torch.set_num_threads(args.threads)
     options = deploy.ort_session_options(args.threads)  # the same as our engine's: only the graph differs
     image = np.random.RandomState(0).randn(1, 3, args.input_size, args.input_size).astype("float32")
     times = {}
     for name in args.models.split(","):
-        model = torch_peer.build(name, small_input=False, num_classes=1000).eval()
-        path = os.path.join(folder, f"{name}.onnx")
-        torch.onnx.export(model, torch.from_numpy(image), path, input_names=["x"], output_names=["y"], dynamo=False)
+        path = _peer_onnx(name, image, folder)
         _print_graph(name, "onnxruntime", path)
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         times.update(_rounds({name: lambda s=session: s.run(None, {"x": image})}, args.repeats, args.warmup))
@@ -98,9 +96,54 @@ def _ort_times(args, folder):
     return times, {"onnxruntime": ort.__version__, "torch": torch.__version__}
 
 
+def _peer_onnx(name, image, folder):
+    """The peer's ONNX file: the same architecture in PyTorch, random weights, exported at the image's shape."""
+    import torch
+
+    from paddle_mbnet.analysis import torch_peer
+
+    model = torch_peer.build(name, small_input=False, num_classes=1000).eval()
+    path = os.path.join(folder, f"{name}.onnx")
+    torch.onnx.export(model, torch.from_numpy(image), path, input_names=["x"], output_names=["y"], dynamo=False)
+    return path
+
+
+def _ort_profile(args, name, variant, path, image):
+    """Print ONNX Runtime's own profile of --repeats calls after the warm-up: microseconds per call by operator."""
+    import collections
+
+    import onnxruntime as ort
+
+    from paddle_mbnet import deploy
+
+    options = deploy.ort_session_options(args.threads)
+    options.enable_profiling = True
+    options.profile_file_prefix = os.path.join(os.path.dirname(path), "ort_profile")
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: image}
+    for _ in range(args.warmup + args.repeats):
+        session.run(None, feed)
+    with open(session.end_profiling()) as f:
+        events = json.load(f)
+    runs = sorted(event["ts"] for event in events if event.get("name") == "model_run")
+    timed_from = runs[args.warmup]  # the profile starts with the session: skip the warm-up's events
+    per_op = collections.Counter()
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time") and event["ts"] >= timed_from:
+            per_op[event["args"]["op_name"]] += event["dur"] / args.repeats
+    print(f"{name}: ONNX Runtime's profiler, {args.repeats} calls of {variant} after {args.warmup} warm-up calls, "
+          f"microseconds per call (kernels only)")
+    for op, micros in per_op.most_common():
+        print(f"  {op:24s} {micros:10.1f}")
+    print(f"  {'all kernels':24s} {sum(per_op.values()):10.1f}")
+
+
 def _profile(args):
     """paddle.profiler's operator table for --repeats calls of the deploy-path predictor of the one model in
-    --models, after warm-up."""
+    --models, after warm-up; then, where the ONNX engine and the peer are installed, ONNX Runtime's profile of
+    both ONNX graphs."""
+    import importlib.util
+
     import paddle.profiler as profiler
 
     from paddle_mbnet import deploy
@@ -117,9 +160,13 @@ def _profile(args):
             deploy.run_predictor(predictor, image)
             prof.step()
         prof.stop()
-    print(f"{name}: paddle.profiler, {args.repeats} calls of the deploy path's predictor (Paddle Inference, "
-          f"oneDNN, {args.threads} threads) after {args.warmup} warm-up calls", flush=True)
-    prof.summary(sorted_by=profiler.SortedKeys.CPUTotal, op_detail=False, thread_sep=False, time_unit="ms")
+        print(f"{name}: paddle.profiler, {args.repeats} calls of the deploy path's predictor (Paddle Inference, "
+              f"oneDNN, {args.threads} threads) after {args.warmup} warm-up calls", flush=True)
+        prof.summary(sorted_by=profiler.SortedKeys.CPUTotal, op_detail=False, thread_sep=False, time_unit="ms")
+        del predictor  # its thread pool
+        if all(importlib.util.find_spec(module) for module in ("onnxruntime", "paddle2onnx", "torch")):
+            _ort_profile(args, name, "paddle2onnx + ORT", deploy.to_onnx(prefixes[False]), image)
+            _ort_profile(args, name, "the PyTorch-exported peer", _peer_onnx(name, image, folder), image)
 
 
 def _child(args):
