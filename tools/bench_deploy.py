@@ -23,7 +23,7 @@ torch.onnx.export and run by onnxruntime. Each side runs in a child process of i
 runtime's idle thread pool in the same process, or in a parent waiting for the child, slows the other down. The
 sides (all four, or those --sides names) take turns in --blocks blocks; each block warms up, then times --repeats
 calls of every model (one variant or session after another); figures are medians and p90 over all blocks, the ratio
-is ours / onnxruntime (below 1 = ours faster), and its spread is the lowest and highest of the blocks' own ratios.
+is ours / onnxruntime (below 1 = ours faster), beside the median, lowest and highest of the blocks' own ratios.
 --profile then runs paddle.profiler over --repeats calls of each model's deploy-path predictor (after the
 warm-up, in a process of its own) and prints where its time goes, per operator type; then ONNX Runtime's profiler
 over both ONNX graphs (where installed), microseconds per call by operator type.
@@ -314,10 +314,13 @@ def _collect(args, argv):
 
 
 def _report(args, times):
-    """p50 and p90 over all blocks, the ratio of the medians and the range of the blocks' own ratios."""
+    """p50 and p90 over all blocks, the ratio of the medians, and the median and range of the blocks' own ratios:
+    the VM's speed can change for minutes at a time, and a block's sides run seconds apart, so the blocks' median
+    ratio is the steadier figure."""
     import numpy as np
 
-    print(f"{'model / runtime':40s} {'p50 ms':>8s} {'p90 ms':>8s} {'vs ' + REFERENCE:>15s} {'blocks':>13s}")
+    print(f"{'model / runtime':40s} {'p50 ms':>8s} {'p90 ms':>8s} {'vs ' + REFERENCE:>15s} "
+          f"{'blocks: median':>15s} {'range':>11s}")
     for name in args.models.split(","):
         reference_blocks = [float(np.median(block)) for block in times[f"{name} / {REFERENCE}"]]
         reference = float(np.median(np.concatenate(times[f"{name} / {REFERENCE}"])))
@@ -325,7 +328,8 @@ def _report(args, times):
             ms = 1000 * np.concatenate(times[key])
             ratios = [float(np.median(block)) / ref for block, ref in zip(times[key], reference_blocks)]
             print(f"{key:40s} {np.median(ms):8.2f} {np.percentile(ms, 90):8.2f} "
-                  f"{np.median(ms) / 1000 / reference:14.2f}x {min(ratios):6.2f}-{max(ratios):.2f}x")
+                  f"{np.median(ms) / 1000 / reference:14.2f}x {np.median(ratios):14.2f}x "
+                  f"{min(ratios):5.2f}-{max(ratios):.2f}x")
 
 
 def main(argv=None):
@@ -336,7 +340,8 @@ def main(argv=None):
     from paddle_mbnet.analysis.benchmark import env_header
 
     print(env_header())
-    print(f"batch 1 at {args.input_size}x{args.input_size}, {args.threads} thread{'s' * (args.threads != 1)}, {args.blocks} blocks x "
+    threads = f"{args.threads} thread{'s' * (args.threads != 1)}"
+    print(f"batch 1 at {args.input_size}x{args.input_size}, {threads}, {args.blocks} blocks x "
           f"{args.repeats} timed calls per model after {args.warmup} warm-up calls; {', '.join(args.sides)} in "
           f"separate processes, in turn; within a process one variant after another")
     times, versions = _collect(args, argv)
