@@ -1,10 +1,11 @@
 """Rewrites of the ONNX file paddle2onnx converts, applied by ``deploy.to_onnx``.
 
 paddle2onnx writes ``flatten(x, 1)`` as a shape computation (Shape, Slice, Concat, Reshape) and a Linear layer
-as MatMul + Add on its [in, out] weight. ONNX Runtime runs both at batch 1 a little slower than the Flatten and
-the Gemm on an [out, in] weight that torch.onnx.export writes for the same layers (its per-operator profile:
-docs/performance.md), so the classifier head is rewritten into those. Written here because the ONNX simplifiers
-cannot fold a shape computation over a dynamic batch dimension; every other operator is left as converted.
+as MatMul + Add on its [in, out] weight, where torch.onnx.export writes one Flatten and one Gemm on an [out, in]
+weight: after its graph passes ONNX Runtime runs five operators where it could run two. The classifier head is
+rewritten into those, so that ONNX Runtime runs the same operators for our export as for PyTorch's
+(docs/performance.md). Written here because the ONNX simplifiers cannot fold a shape computation over a dynamic
+batch dimension; every other operator is left as converted.
 """
 from __future__ import annotations
 
