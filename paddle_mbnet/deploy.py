@@ -346,8 +346,8 @@ class OnnxRuntimeModel:
 def ort_optimized_op_types(onnx_path: str) -> collections.Counter:
     """{operator type: count} of the graph ONNX Runtime runs for ``onnx_path`` after its graph passes (the deploy
     path's session options), read back from the optimized model it saves; a fused convolution counts as
-    ``Conv(activation)``. It shows whether conv + BatchNorm + activation fusion applied, as ``optimized_op_types``
-    does for Paddle Inference."""
+    ``Conv(activation)`` (NCHWc-blocked, on CPUs with AVX2 or AVX-512) or ``FusedConv(activation)``. It shows
+    whether conv + BatchNorm + activation fusion applied, as ``optimized_op_types`` does for Paddle Inference."""
     ort = OnnxRuntimeModel.check_installed()
     import onnx  # paddle2onnx's own dependency, so present wherever the onnxruntime engine can export
 

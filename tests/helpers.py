@@ -10,10 +10,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def run_tool(*args, check=True, timeout=300, env=None):
     """Run ``python tools/<args>`` from the repo root, ``env`` added to the environment (a PYTHONPATH there goes
     before the inherited one); returns the CompletedProcess."""
-    env, extra = dict(os.environ), env or {}  # OMP_NUM_THREADS as conftest set it: the cores this test may use
-    if "PYTHONPATH" in extra and env.get("PYTHONPATH"):
-        extra = {**extra, "PYTHONPATH": extra["PYTHONPATH"] + os.pathsep + env["PYTHONPATH"]}
-    env.update(extra)
+    inherited, extra = dict(os.environ), env or {}  # OMP_NUM_THREADS as conftest set it: this test's cores
+    if "PYTHONPATH" in extra and inherited.get("PYTHONPATH"):
+        extra = {**extra, "PYTHONPATH": extra["PYTHONPATH"] + os.pathsep + inherited["PYTHONPATH"]}
+    env = {**inherited, **extra}
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", args[0]), *map(str, args[1:])],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:

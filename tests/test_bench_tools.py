@@ -131,11 +131,13 @@ def test_bench_deploy_checks_every_variant_and_times_onnxruntime_where_installed
         profile = proc.stdout.split("mobilenet_v1: paddle.profiler, 2 calls of the deploy path's predictor")[1]
         assert re.search(r"onednn_op.fused_conv2d +54 ", profile)  # 27 convs x 2 calls
         if onnx_engine:  # then ONNX Runtime's profile of both ONNX graphs, the same operators in each
-            for variant in ("paddle2onnx + ORT", "the PyTorch-exported peer"):
-                table = profile.split(f"ONNX Runtime's profiler, 2 calls of {variant} after 1 warm-up calls")[1]
-                ops = re.findall(r"^  (\w+) +[\d.]+$", table.split("all kernels")[0], re.M)
-                assert sorted(ops) == ["Conv", "Flatten", "Gemm", "GlobalAveragePool", "ReorderOutput"] or \
-                    sorted(ops) == ["Flatten", "FusedConv", "Gemm", "GlobalAveragePool"], table  # no NCHWc
+            tables = [profile.split(f"ONNX Runtime's profiler, 2 calls of {variant} after 1 warm-up calls")[1]
+                      for variant in ("paddle2onnx + ORT", "the PyTorch-exported peer")]
+            ours, peers = (sorted(re.findall(r"^  (\w+) +[\d.]+$", table.split("all kernels")[0], re.M))
+                           for table in tables)
+            assert ours == peers, tables
+            assert ours in (["Conv", "Flatten", "Gemm", "GlobalAveragePool", "ReorderOutput"],
+                            ["Flatten", "FusedConv", "Gemm", "GlobalAveragePool"]), tables  # NCHWc or not
     else:  # benchmark-only peers absent: one line saying how to install them
         assert proc.returncode == 1 and "Traceback" not in proc.stderr
         assert "pip install -r requirements-bench.txt" in proc.stderr.strip().splitlines()[-1]
@@ -156,9 +158,11 @@ def test_bench_deploy_skips_an_optional_side_whose_engine_is_missing(tmp_path):
         assert "pip install -r requirements-bench.txt" in proc.stderr.strip().splitlines()[-1]
 
 
-def test_bench_deploy_sides_must_include_the_reference():
-    proc = run_tool("bench_deploy.py", "--sides", "paddle,openvino", check=False)
-    assert proc.returncode == 2 and "must include onnxruntime" in proc.stderr and "Traceback" not in proc.stderr
+def test_bench_deploy_sides_must_name_the_reference_and_each_side_once():
+    for sides in ("paddle,openvino", "onnxruntime,paddle,onnxruntime"):
+        proc = run_tool("bench_deploy.py", "--sides", sides, check=False)
+        assert proc.returncode == 2 and "each once, onnxruntime among them" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2"])

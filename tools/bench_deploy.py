@@ -51,7 +51,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=50, help="timed calls per model and block")
     p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--blocks", type=int, default=3, help="rounds of the four sides")
+    p.add_argument("--blocks", type=int, default=3, help="rounds of the sides")
     p.add_argument("--sides", default=",".join(SIDES),
                    help=f"the sides to time, comma-separated, {REFERENCE} among them (default: all)")
     p.add_argument("--profile", action="store_true", help="also profile the deploy path's predictor, per operator")
@@ -61,8 +61,9 @@ def parse_args(argv=None):
         p.error("--repeats, --blocks and --input-size must be >= 1, --warmup >= 0")
     args.sides = tuple(side.strip() for side in args.sides.split(","))
     unknown = [side for side in args.sides if side not in SIDES]
-    if unknown or REFERENCE not in args.sides:
-        p.error(f"--sides names some of {', '.join(SIDES)} and must include {REFERENCE}; got {','.join(args.sides)}")
+    if unknown or REFERENCE not in args.sides or len(set(args.sides)) != len(args.sides):
+        p.error(f"--sides names some of {', '.join(SIDES)}, each once, {REFERENCE} among them; "
+                f"got {','.join(args.sides)}")
     return args
 
 
@@ -123,8 +124,8 @@ def _ort_profile(args, name, variant, path, image):
     feed = {session.get_inputs()[0].name: image}
     for _ in range(args.warmup + args.repeats):
         session.run(None, feed)
-    with open(session.end_profiling()) as f:
-        events = json.load(f)
+    with open(session.end_profiling()) as profile_file:
+        events = json.load(profile_file)
     runs = sorted(event["ts"] for event in events if event.get("name") == "model_run")
     timed_from = runs[args.warmup]  # the profile starts with the session: skip the warm-up's events
     per_op = collections.Counter()
@@ -164,7 +165,7 @@ def _profile(args):
               f"oneDNN, {args.threads} threads) after {args.warmup} warm-up calls", flush=True)
         prof.summary(sorted_by=profiler.SortedKeys.CPUTotal, op_detail=False, thread_sep=False, time_unit="ms")
         del predictor  # its thread pool
-        if all(importlib.util.find_spec(module) for module in ("onnxruntime", "paddle2onnx", "torch")):
+        if all(importlib.util.find_spec(module) for module in ("onnxruntime", "paddle2onnx", "onnx", "torch")):
             _ort_profile(args, name, "paddle2onnx + ORT", deploy.to_onnx(prefixes[False]), image)
             _ort_profile(args, name, "the PyTorch-exported peer", _peer_onnx(name, image, folder), image)
 
