@@ -86,7 +86,8 @@ def export_for(engine: str, model, prefix: str, image_size: int) -> str:
 
 def to_onnx(prefix: str) -> str:
     """Convert the paddle export at ``prefix`` to ``prefix.onnx`` with paddle2onnx (PaddleClas's ONNX route) and
-    rewrite its classifier head into faster operators (``onnx_graph.simplify_head``); returns that path.
+    rewrite its classifier head into the operators torch.onnx.export writes (``onnx_graph.simplify_head``);
+    returns that path.
     paddle2onnx's own log (C++ and Python, several lines per model) is shown only if it fails."""
     import paddle2onnx
 
