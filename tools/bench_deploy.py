@@ -56,6 +56,7 @@ def parse_args(argv=None):
                    help=f"the sides to time, comma-separated, {REFERENCE} among them (default: all)")
     p.add_argument("--profile", action="store_true", help="also profile the deploy path's predictor, per operator")
     p.add_argument("--side", choices=SIDES + (PROFILE_SIDE,), help=argparse.SUPPRESS)  # a child process
+    p.add_argument("--block-index", type=int, default=0, help=argparse.SUPPRESS)  # the child's block
     args = p.parse_args(argv)
     if min(args.repeats, args.blocks, args.input_size) < 1 or args.warmup < 0:
         p.error("--repeats, --blocks and --input-size must be >= 1, --warmup >= 0")
@@ -90,7 +91,7 @@ def _ort_times(args, folder):
     times = {}
     for name in args.models.split(","):
         path = _peer_onnx(name, image, folder)
-        _print_graph(name, "onnxruntime", path)
+        _print_graph(args, name, "onnxruntime", path)
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         times.update(_rounds({name: lambda s=session: s.run(None, {"x": image})}, args.repeats, args.warmup))
         del session
@@ -198,10 +199,10 @@ def _timed_side(args):
     return {"times": times, "versions": versions}
 
 
-def _block(argv, side):
+def _block(argv, side, index):
     argv = list(sys.argv[1:] if argv is None else argv)
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--side", side], capture_output=True,
-                          text=True)
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--side", side, "--block-index",
+                           str(index)], capture_output=True, text=True)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         fix = "; pip install -r requirements-bench.txt" if side == REFERENCE else ""
@@ -238,9 +239,13 @@ def _checked(calls, name, variant, run, image, want):
     calls[f"{name} / {variant}"] = lambda: run(image)
 
 
-def _print_graph(name, variant, onnx_path):
-    """Print the operators ONNX Runtime runs for the file after its graph passes: the two ONNX sides' graphs."""
+def _print_graph(args, name, variant, onnx_path):
+    """Print the operators ONNX Runtime runs for the file after its graph passes: the two ONNX sides' graphs. In
+    the first block only: it builds a session of its own, and the graphs do not change between blocks."""
     from paddle_mbnet import deploy
+
+    if args.block_index != 0:
+        return
 
     ops = deploy.ort_optimized_op_types(onnx_path)
     print(f"{name:13s} {variant:22s} operators after ONNX Runtime's graph passes: "
@@ -290,7 +295,7 @@ def _paddle2onnx_times(args, folder):
     times = {}
     for name in args.models.split(","):
         image, want, prefixes = _exported(args, folder, name, legacy_formats=(False,))
-        _print_graph(name, "paddle2onnx + ORT", deploy.to_onnx(prefixes[False]))
+        _print_graph(args, name, "paddle2onnx + ORT", deploy.to_onnx(prefixes[False]))
         calls = {}
         _checked(calls, name, "paddle2onnx + ORT", deploy.OnnxRuntimeModel(prefixes[False], args.threads), image, want)
         times.update(_rounds(calls, args.repeats, args.warmup))
@@ -303,7 +308,7 @@ def _collect(args, argv):
     times, versions = {}, {}
     for index in range(args.blocks):
         for side in args.sides:
-            checks, block = _block(argv, side)
+            checks, block = _block(argv, side, index)
             for line in checks if index == 0 else ():
                 if any(part in line for part in ("max abs diff", "graph passes", "skipped")):
                     print(line)
