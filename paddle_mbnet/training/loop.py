@@ -124,8 +124,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, state, cfg, scaler=None
     ``ema`` (a ModelEma) is updated after every step; ``image_size`` (progressive resizing) scales each batch
     to that side first (and comes back in the stats). A stop request ends it before the next step, and
     ``Global.max_steps`` after the step that reaches it. ``partial`` (a dict) carries the epoch's sums across a
-    stop: the sums it holds are the start, and a stop writes the sums so far back into it, so the statistics of
-    a resumed epoch cover all of its batches."""
+    stop: the sums it holds are the start, and a stop writes the sums so far back into it (with the epoch's
+    ``image_size``), so the statistics of a resumed epoch cover all of its batches."""
     max_steps = cfg["Global"]["max_steps"]
     model.train()
     smoothing = cfg["Optimizer"]["label_smoothing"]
@@ -156,7 +156,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, state, cfg, scaler=None
         if partial is not None:
             synchronize()
             partial.update(loss_sum=float(total_loss), correct=int(correct), images=seen,
-                           time_s=time.perf_counter() - started)
+                           time_s=time.perf_counter() - started, image_size=image_size)
         raise
     finally:
         log.close()

@@ -301,7 +301,8 @@ def _restore(run, cfg):
         where = f", {state.batches_done} batches into epoch {state.epoch + 1}" if state.batches_done else ""
         print(f"resumed from {ckpt['path']}: epoch {state.epoch}, step {state.step}{where}")
         if "Global.epochs" in ckpt["changed_keys"]:
-            sizes = "; so are progressive resizing's image sizes" if cfg["DataLoader"]["progressive_min_size"] else ""
+            sizes = ("; so are progressive resizing's image sizes, from the next whole epoch on"
+                     if cfg["DataLoader"]["progressive_min_size"] else "")
             print(f"paddle_mbnet: Global.epochs {ckpt['config']['Global']['epochs']} -> {cfg['Global']['epochs']}: "
                   f"the learning-rate schedule is rebuilt for the new length and continues from step {state.step}"
                   f"{sizes}",
@@ -398,7 +399,9 @@ def _train_epoch(run, state, cfg, writer, progress) -> None:
         paddle.set_rng_state(run["resume_rng"])
         run["resume_rng"] = None
     run["train_loader"].dataset.set_epoch(epoch, skip=state.batches_done)
-    size = _epoch_image_size(run, cfg, epoch)
+    # a resumed epoch ends at the size it began with, even if a new Global.epochs moves its place in the schedule
+    partial = run["partial"]
+    size = partial["image_size"] if "image_size" in partial else _epoch_image_size(run, cfg, epoch)
     stats = train_one_epoch(run["model"], run["train_loader"], run["optimizer"], run["scheduler"], state, cfg,
                             run["scaler"], writer, progress=progress and run["rank0"], ema=run["ema"],
                             image_size=size, partial=run["partial"])
