@@ -49,7 +49,7 @@ def main(argv=None):
     diff = float(np.abs(run_engine(x) - want).max())
     suffix = ".onnx" if args.engine == "onnxruntime" else ""
     print(f"exported {prefix}{suffix} (input [N, 3, {size}, {size}]); {deploy.ENGINES[args.engine]} "
-          f"({args.threads} thread{'s' if args.threads > 1 else ''}) vs dynamic max abs diff {diff:.2e}")
+          f"({args.threads} thread{'s' * (args.threads != 1)}) vs dynamic max abs diff {diff:.2e}")
     if diff > 1e-3:
         sys.exit(f"error: the inference model disagrees with the dynamic one (max abs diff {diff})")
 
