@@ -404,7 +404,7 @@ def _train_epoch(run, state, cfg, writer, progress) -> None:
     size = partial["image_size"] if "image_size" in partial else _epoch_image_size(run, cfg, epoch)
     stats = train_one_epoch(run["model"], run["train_loader"], run["optimizer"], run["scheduler"], state, cfg,
                             run["scaler"], writer, progress=progress and run["rank0"], ema=run["ema"],
-                            image_size=size, partial=run["partial"])
+                            image_size=size, partial=partial)
     state.epoch, state.batches_done, run["partial"] = epoch + 1, 0, {}
     run["pending"] = stats  # trained, not yet evaluated and recorded
 
