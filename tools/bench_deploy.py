@@ -246,7 +246,6 @@ def _print_graph(args, name, variant, onnx_path):
 
     if args.block_index != 0:
         return
-
     ops = deploy.ort_optimized_op_types(onnx_path)
     print(f"{name:13s} {variant:22s} operators after ONNX Runtime's graph passes: "
           + ", ".join(f"{op} {count}" for op, count in sorted(ops.items())))
