@@ -21,7 +21,7 @@ GROUPS = {
                "Global.ema_decay=0.9", "Global.eval_tta=true", "Optimizer.name=AdamW", "Optimizer.schedule=linear",
                "Optimizer.label_smoothing=0.1", "Optimizer.no_decay_bn_bias=true", "Optimizer.warmup_epochs=0.5",
                "DataLoader.val_size=16", "Arch.scale=0.25", "DataLoader.num_workers=0", "Arch.batchnorm=custom",
-               "Arch.layout=NCHW", "DataLoader.cutout=8", "DataLoader.crop_padding=2", "DataLoader.flip=alternate"],
+               "Arch.layout=NCHW", "Optimizer.no_decay_depthwise=true", "DataLoader.cutout=8", "DataLoader.crop_padding=2", "DataLoader.flip=alternate"],
     "baseline": ["Arch.name=resnet18", "Arch.small_input=false", "Arch.num_classes=12", "Optimizer.name=Momentum",
                  "Optimizer.momentum=0.8", "Optimizer.schedule=step", "Optimizer.step_size=1", "Optimizer.gamma=0.5",
                  "Optimizer.weight_decay=0.0", "DataLoader.image_size=40", "DataLoader.normalize=imagenet",
@@ -37,6 +37,7 @@ GROUPS = {
     "resume": ["Global.resume={tmp}/recipe", "Global.epochs=2", "Global.ema_decay=0.9", "Optimizer.name=AdamW",
                "Optimizer.schedule=linear", "Optimizer.warmup_epochs=0.5", "DataLoader.val_size=16",
                "Arch.scale=0.25", "Global.seed=3", "Optimizer.label_smoothing=0.1", "Optimizer.no_decay_bn_bias=true",
+               "Optimizer.no_decay_depthwise=true",
                "DataLoader.num_workers=0", "DataLoader.cutout=8", "DataLoader.crop_padding=2",
                "DataLoader.flip=alternate", "Global.output_dir={tmp}/recipe"],
 }

@@ -4,6 +4,7 @@ import paddle
 import paddle.nn.functional as F
 import pytest
 
+import paddle_mbnet as pm
 from paddle_mbnet.training import loop, optim
 from paddle_mbnet.training.config import load_config
 from paddle_mbnet.training.ema import ModelEma
@@ -46,13 +47,21 @@ def _conv_bn():
     return paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3, bias_attr=True), paddle.nn.BatchNorm2D(4))
 
 
+def _separable_block():
+    """A 3-channel stem, a depthwise conv (``groups == channels``) and a pointwise conv, each with a BatchNorm."""
+    return paddle.nn.Sequential(_conv_bn(), paddle.nn.Conv2D(4, 4, 3, groups=4, bias_attr=False),
+                                paddle.nn.BatchNorm2D(4), paddle.nn.Conv2D(4, 6, 1, bias_attr=False))
+
+
 @pytest.mark.parametrize("name", ["AdamW", "Adam", "Momentum"])
-@pytest.mark.parametrize("no_decay", [True, False])
-def test_no_decay_on_batchnorm_and_biases(name, no_decay):
-    """With zero gradients only weight decay moves a parameter."""
-    model = _conv_bn()
+@pytest.mark.parametrize("no_decay_bn_bias,no_decay_depthwise", [(True, False), (False, False), (False, True),
+                                                                 (True, True)])
+def test_no_decay_groups(name, no_decay_bn_bias, no_decay_depthwise):
+    """With zero gradients only weight decay moves a parameter: the exempt ones stay where they are."""
+    model = _separable_block()
     cfg = load_config(None, [f"Optimizer.name={name}", "Optimizer.weight_decay=0.1", "Optimizer.schedule=constant",
-                             "Optimizer.warmup_epochs=0", f"Optimizer.no_decay_bn_bias={no_decay}"])
+                             "Optimizer.warmup_epochs=0", f"Optimizer.no_decay_bn_bias={no_decay_bn_bias}",
+                             f"Optimizer.no_decay_depthwise={no_decay_depthwise}"])
     opt, _ = optim.build_optimizer(cfg, model.parameters(), STEPS_PER_EPOCH)
     for p in model.parameters():
         p.set_value(paddle.ones_like(p))  # biases start at 0, which decay would not move
@@ -60,12 +69,20 @@ def test_no_decay_on_batchnorm_and_biases(name, no_decay):
     for p in model.parameters():
         p.grad = paddle.zeros_like(p)  # noqa: the optimizer reads .grad
     opt.step()
+    depthwise = {"1.weight"}  # the stem's [4, 3, 3, 3] and the pointwise [6, 4, 1, 1] filters are no such thing
     for n, p in model.named_parameters():
         if p.stop_gradient:
             continue  # BatchNorm's running statistics: paddle keeps them as untrained parameters
         moved = not np.allclose(before[n], p.numpy())
-        one_d = len(p.shape) <= 1
-        assert moved == (not (no_decay and one_d)), (n, moved)
+        exempt = (no_decay_bn_bias and len(p.shape) <= 1) or (no_decay_depthwise and n in depthwise)
+        assert moved == (not exempt), (n, moved)
+
+
+def test_only_depthwise_filters_count_as_depthwise():
+    found = {n for n, p in _separable_block().named_parameters() if optim.is_depthwise_filter(p)}
+    assert found == {"1.weight"}
+    v1_depthwise = [p for p in pm.build_model("mobilenet_v1", scale=0.25).parameters() if optim.is_depthwise_filter(p)]
+    assert len(v1_depthwise) == 13  # one per depthwise separable layer of the paper's Table 1
 
 
 @pytest.mark.parametrize("name", ["Adam", "AdamW"])

@@ -55,14 +55,25 @@ def continue_on_new_length(scheduler) -> None:
     scheduler.last_lr = scheduler.get_lr()
 
 
-def parameter_groups(parameters, weight_decay: float, no_decay_bn_bias: bool):
-    """All parameters in one group, or (as timm's ``param_groups_weight_decay``) 1-D ones, i.e. BatchNorm
-    scales and shifts and biases, in a second group without weight decay."""
+def is_depthwise_filter(param) -> bool:
+    """A depthwise convolution's filter: paddle lays conv weights out as ``[out, in / groups, k, k]``, and only
+    ``groups == in`` leaves one input channel per filter (a 3-channel stem never does)."""
+    return len(param.shape) == 4 and param.shape[1] == 1 and param.shape[2] * param.shape[3] > 1
+
+
+def parameter_groups(parameters, weight_decay: float, no_decay_bn_bias: bool, no_decay_depthwise: bool = False):
+    """All parameters in one group, or a second group without weight decay holding (as timm's
+    ``param_groups_weight_decay``) the 1-D ones, i.e. BatchNorm scales and shifts and biases, and/or (as the
+    MobileNetV1 paper advises: they hold few parameters) the depthwise filters."""
     parameters = list(parameters)
-    if not no_decay_bn_bias:
+    if not (no_decay_bn_bias or no_decay_depthwise):
         return parameters
-    decay = [p for p in parameters if len(p.shape) > 1]
-    no_decay = [p for p in parameters if len(p.shape) <= 1]
+
+    def exempt(param):
+        return (no_decay_bn_bias and len(param.shape) <= 1) or (no_decay_depthwise and is_depthwise_filter(param))
+
+    decay = [p for p in parameters if not exempt(p)]
+    no_decay = [p for p in parameters if exempt(p)]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
@@ -70,7 +81,7 @@ def build_optimizer(cfg, parameters, steps_per_epoch: int, notify=True):
     opt_cfg = cfg["Optimizer"]
     sched = build_scheduler(cfg, steps_per_epoch, notify)
     decay = opt_cfg["weight_decay"]
-    groups = parameter_groups(parameters, decay, opt_cfg["no_decay_bn_bias"])
+    groups = parameter_groups(parameters, decay, opt_cfg["no_decay_bn_bias"], opt_cfg["no_decay_depthwise"])
     betas = {"beta1": opt_cfg["beta1"], "beta2": opt_cfg["beta2"], "epsilon": opt_cfg["epsilon"]}
     if opt_cfg["name"] == "AdamW":  # decoupled: each step shrinks weights by lr * weight_decay
         opt = paddle.optimizer.AdamW(sched, parameters=groups, weight_decay=decay, **betas)
