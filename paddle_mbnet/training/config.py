@@ -57,7 +57,7 @@ SCHEMA: dict[str, dict] = {
         "gamma": 0.1,  # decay factor, schedule=step
         "label_smoothing": 0.0,
         "no_decay_bn_bias": False,  # no weight decay on BatchNorm parameters and biases
-        "no_decay_depthwise": False,  # no weight decay on depthwise filters (MobileNetV1 paper, Sec. 3.4)
+        "no_decay_depthwise": False,  # no weight decay on depthwise filters (MobileNetV1 paper, Sec. 3.2)
     },
     "DataLoader": {
         "data_file": "",  # cifar-10-python.tar.gz; "" = download with paddle.vision
@@ -165,7 +165,7 @@ HELP = {
                                  "all classes)",
     "Optimizer.no_decay_bn_bias": "exempt BatchNorm parameters and biases (every 1-D parameter) from weight decay",
     "Optimizer.no_decay_depthwise": "exempt depthwise convolution filters (`[C, 1, k, k]`) from weight decay, as "
-                                    "the MobileNetV1 paper advises (Sec. 3.4: they hold few parameters)",
+                                    "the MobileNetV1 paper advises (Sec. 3.2: they hold few parameters)",
     "DataLoader.data_file": "cifar-10-python.tar.gz; empty = download with paddle.vision",
     "DataLoader.batch_size": "images per step (per GPU when distributed)",
     "DataLoader.num_workers": "data-loading worker processes",
