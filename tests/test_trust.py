@@ -96,24 +96,52 @@ def test_stop_anywhere_then_resume_gives_the_uninterrupted_weights(where, archiv
     assert [r["train_loss"] for r in records] == pytest.approx([r["train_loss"] for r in whole_records], rel=1e-5)
 
 
-def test_a_resumed_epoch_keeps_its_image_size_when_the_run_gets_longer(archive, tmp_path, monkeypatch):
-    """Progressive resizing: the rest of a stopped epoch trains at the size its first batches had, though the
-    schedule of a longer run (a new Global.epochs) puts that epoch at a smaller size."""
-    out = str(tmp_path)
+def _stop_mid_progressive_run(archive, out, monkeypatch):
+    """Two steps into epoch 2 of 2 (which trains at 32 px) of a run with progressive resizing from 24 px."""
     progressive = ("DataLoader.progressive_min_size=24", "DataLoader.progressive_start=0.5",
                    "DataLoader.progressive_end=0.9")
-    _stop_on_call(monkeypatch, loop, "_train_step", 6)  # two steps into epoch 2 of 2, which trains at 32 px
+    _stop_on_call(monkeypatch, loop, "_train_step", 6)
     with pytest.raises(KeyboardInterrupt):
         trainer.main(_cfg(archive, out, *progressive), progress=False)
     monkeypatch.undo()
-    assert paddle.load(os.path.join(out, "last.pdckpt"))["partial_epoch"]["image_size"] == 32
+
+
+def _resume_longer_recording_sizes(out, monkeypatch):
     sizes, resize = [], loop._resized
     monkeypatch.setattr(loop, "_resized", lambda images, size: sizes.append(size) or resize(images, size))
     trainer.main(load_resume_config(out, ["Global.epochs=4"]), progress=False)
+    return sizes
+
+
+def test_a_resumed_epoch_keeps_its_image_size_when_the_run_gets_longer(archive, tmp_path, monkeypatch, capsys):
+    """Progressive resizing: the rest of a stopped epoch trains at the size its first batches had, though the
+    schedule of a longer run (a new Global.epochs) puts that epoch at a smaller size."""
+    out = str(tmp_path)
+    _stop_mid_progressive_run(archive, out, monkeypatch)
+    assert paddle.load(os.path.join(out, "last.pdckpt"))["partial_epoch"]["image_size"] == 32
+    capsys.readouterr()
+    sizes = _resume_longer_recording_sizes(out, monkeypatch)
     # of 4 epochs, the 2nd ends at half the steps (24 px in the new schedule), the 3rd at 28 px
     assert sizes == [32] * 2 + [28] * 4 + [32] * 4
     records = json.load(open(os.path.join(out, "metrics.json")))
     assert [r["train_image_size"] for r in records] == [24, 32, 28, 32]
+    assert "image sizes, from the next whole epoch on" in capsys.readouterr().err
+
+
+def test_a_checkpoint_without_the_epochs_size_says_the_resumed_epoch_takes_the_new_one(archive, tmp_path,
+                                                                                      monkeypatch, capsys):
+    """A stop checkpoint written before epochs kept their size holds none: the resumed epoch takes the new
+    schedule's size, and the notice says so."""
+    out = str(tmp_path)
+    _stop_mid_progressive_run(archive, out, monkeypatch)
+    path = os.path.join(out, "last.pdckpt")
+    ckpt = paddle.load(path)
+    del ckpt["partial_epoch"]["image_size"]
+    paddle.save(ckpt, path)
+    capsys.readouterr()
+    sizes = _resume_longer_recording_sizes(out, monkeypatch)
+    assert sizes == [24] * 2 + [28] * 4 + [32] * 4
+    assert "image sizes, from this resumed epoch on" in capsys.readouterr().err
 
 
 def test_a_stop_on_the_step_that_ends_a_step_budget_keeps_that_epoch(archive, tmp_path, monkeypatch):

@@ -301,7 +301,10 @@ def _restore(run, cfg):
         where = f", {state.batches_done} batches into epoch {state.epoch + 1}" if state.batches_done else ""
         print(f"resumed from {ckpt['path']}: epoch {state.epoch}, step {state.step}{where}")
         if "Global.epochs" in ckpt["changed_keys"]:
-            sizes = ("; so are progressive resizing's image sizes, from the next whole epoch on"
+            # a checkpoint from before epochs kept their size mid-way holds none: its resumed epoch takes the new one
+            keeps_size = "image_size" in run["partial"] or not state.batches_done
+            sizes = ("; so are progressive resizing's image sizes, from "
+                     f"{'the next whole epoch' if keeps_size else 'this resumed epoch'} on"
                      if cfg["DataLoader"]["progressive_min_size"] else "")
             print(f"paddle_mbnet: Global.epochs {ckpt['config']['Global']['epochs']} -> {cfg['Global']['epochs']}: "
                   f"the learning-rate schedule is rebuilt for the new length and continues from step {state.step}"
