@@ -7,6 +7,7 @@ import pytest
 import paddle_mbnet as pm
 from paddle_mbnet.training import loop, optim
 from paddle_mbnet.training.config import load_config
+from paddle_mbnet.models.layers import DepthwiseConv2D
 from paddle_mbnet.training.ema import ModelEma
 
 STEPS_PER_EPOCH = 10
@@ -62,7 +63,7 @@ def test_no_decay_groups(name, no_decay_bn_bias, no_decay_depthwise):
     cfg = load_config(None, [f"Optimizer.name={name}", "Optimizer.weight_decay=0.1", "Optimizer.schedule=constant",
                              "Optimizer.warmup_epochs=0", f"Optimizer.no_decay_bn_bias={no_decay_bn_bias}",
                              f"Optimizer.no_decay_depthwise={no_decay_depthwise}"])
-    opt, _ = optim.build_optimizer(cfg, model.parameters(), STEPS_PER_EPOCH)
+    opt, _ = optim.build_optimizer(cfg, model, STEPS_PER_EPOCH)
     for p in model.parameters():
         p.set_value(paddle.ones_like(p))  # biases start at 0, which decay would not move
     before = {n: p.numpy().copy() for n, p in model.named_parameters()}
@@ -78,11 +79,18 @@ def test_no_decay_groups(name, no_decay_bn_bias, no_decay_depthwise):
         assert moved == (not exempt), (n, moved)
 
 
-def test_only_depthwise_filters_count_as_depthwise():
-    found = {n for n, p in _separable_block().named_parameters() if optim.is_depthwise_filter(p)}
-    assert found == {"1.weight"}
-    v1_depthwise = [p for p in pm.build_model("mobilenet_v1", scale=0.25).parameters() if optim.is_depthwise_filter(p)]
-    assert len(v1_depthwise) == 13  # one per depthwise separable layer of the paper's Table 1
+@pytest.mark.parametrize("name,count", [("mobilenet_v1", 13), ("mobilenet_v2", 17), ("mobilenet_v1_conv", 0),
+                                        ("resnet18", 0)])
+def test_depthwise_filters_are_those_of_the_depthwise_layers(name, count):
+    model = pm.build_model(name, num_classes=10, **({"scale": 0.25} if name.startswith("mobilenet") else {}))
+    expected = {id(layer.weight) for layer in model.sublayers() if isinstance(layer, DepthwiseConv2D)}
+    assert optim.depthwise_filters(model) == expected and len(expected) == count  # one per row of the tables
+
+
+def test_a_full_conv_reading_one_channel_is_no_depthwise_conv():
+    """Its filters have a depthwise filter's shape [C, 1, k, k]; only the layer tells them apart."""
+    model = paddle.nn.Sequential(paddle.nn.Conv2D(1, 4, 3), paddle.nn.Conv2D(4, 4, 3, groups=4))
+    assert optim.depthwise_filters(model) == {id(model[1].weight)}
 
 
 @pytest.mark.parametrize("name", ["Adam", "AdamW"])
@@ -93,15 +101,17 @@ def test_adam_betas_and_epsilon_reach_the_optimizer(name):
     cfg = load_config(None, [f"Optimizer.name={name}", "Optimizer.weight_decay=0", "Optimizer.schedule=constant",
                              "Optimizer.warmup_epochs=0", f"Optimizer.lr={lr}", f"Optimizer.beta1={beta1}",
                              f"Optimizer.beta2={beta2}", f"Optimizer.epsilon={eps}"])
-    weight = paddle.create_parameter([1], "float32", default_initializer=paddle.nn.initializer.Constant(1.0))
-    opt, _ = optim.build_optimizer(cfg, [weight], STEPS_PER_EPOCH)
+    layer = paddle.nn.Linear(1, 1, bias_attr=False)
+    weight = layer.weight
+    weight.set_value(paddle.ones_like(weight))
+    opt, _ = optim.build_optimizer(cfg, layer, STEPS_PER_EPOCH)
     want, m, v = 1.0, 0.0, 0.0
     for step, grad in enumerate([1.0, -2.0], start=1):
-        weight.grad = paddle.full([1], grad)  # noqa: the optimizer reads .grad
+        weight.grad = paddle.full([1, 1], grad)  # noqa: the optimizer reads .grad
         opt.step()
         m, v = beta1 * m + (1 - beta1) * grad, beta2 * v + (1 - beta2) * grad ** 2
         want -= lr * (m / (1 - beta1 ** step)) / (np.sqrt(v / (1 - beta2 ** step)) + eps)
-    assert float(weight.numpy()[0]) == pytest.approx(want, rel=1e-5)
+    assert weight.numpy().item() == pytest.approx(want, rel=1e-5)
 
 
 def test_label_smoothing_matches_its_definition():

@@ -83,7 +83,7 @@ def _ema_overhead(cfg, model, batch, rounds, block):
     from paddle_mbnet.training.ema import EMA_EVERY, ModelEma
     from paddle_mbnet.training.optim import build_optimizer
 
-    optimizer, scheduler = build_optimizer(cfg, model.parameters(), steps_per_epoch=1000, notify=False)
+    optimizer, scheduler = build_optimizer(cfg, model, steps_per_epoch=1000, notify=False)
     decay = cfg["Global"]["ema_decay"] or 0.998
     variants = {"no average": None, "average every step": ModelEma(model, decay, every=1),
                 f"average every {EMA_EVERY} steps": ModelEma(model, decay, every=EMA_EVERY)}

@@ -56,7 +56,7 @@ def load_copy(ckpt, trained: bool) -> dict:
     model = model_from_config(cfg, pretrained=False)
     # the schedule's length, as the run had it (a stop checkpoint's step also counts its unfinished epoch)
     steps_per_epoch = (ckpt["step"] - ckpt.get("batches_done", 0)) // max(ckpt["epoch"], 1) or 1
-    optimizer, scheduler = build_optimizer(cfg, model.parameters(), steps_per_epoch, notify=False)
+    optimizer, scheduler = build_optimizer(cfg, model, steps_per_epoch, notify=False)
     ema = ModelEma(model, cfg["Global"]["ema_decay"]) if cfg["Global"]["ema_decay"] else None
     if trained:
         model.set_state_dict(ckpt["model"])

@@ -55,33 +55,36 @@ def continue_on_new_length(scheduler) -> None:
     scheduler.last_lr = scheduler.get_lr()
 
 
-def is_depthwise_filter(param) -> bool:
-    """A depthwise convolution's filter: paddle lays conv weights out as ``[out, in / groups, k, k]``, and only
-    ``groups == in`` leaves one input channel per filter (a 3-channel stem never does)."""
-    return len(param.shape) == 4 and param.shape[1] == 1 and param.shape[2] * param.shape[3] > 1
+def depthwise_filters(model) -> set:
+    """ids of the depthwise convolutions' filters (``groups == in_channels``): found from the layers, since a
+    filter's shape alone (``[C, 1, k, k]``) cannot tell one from a full conv that reads a single channel."""
+    return {id(layer.weight) for layer in model.sublayers(include_self=True)
+            if isinstance(layer, paddle.nn.Conv2D) and layer._groups > 1 and layer._groups == layer._in_channels}
 
 
-def parameter_groups(parameters, weight_decay: float, no_decay_bn_bias: bool, no_decay_depthwise: bool = False):
+def parameter_groups(model, weight_decay: float, no_decay_bn_bias: bool, no_decay_depthwise: bool = False):
     """All parameters in one group, or a second group without weight decay holding (as timm's
     ``param_groups_weight_decay``) the 1-D ones, i.e. BatchNorm scales and shifts and biases, and/or (as the
     MobileNetV1 paper advises: they hold few parameters) the depthwise filters."""
-    parameters = list(parameters)
+    parameters = model.parameters()
     if not (no_decay_bn_bias or no_decay_depthwise):
         return parameters
+    depthwise = depthwise_filters(model) if no_decay_depthwise else set()
 
     def exempt(param):
-        return (no_decay_bn_bias and len(param.shape) <= 1) or (no_decay_depthwise and is_depthwise_filter(param))
+        return (no_decay_bn_bias and len(param.shape) <= 1) or id(param) in depthwise
 
-    decay = [p for p in parameters if not exempt(p)]
-    no_decay = [p for p in parameters if exempt(p)]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": [p for p in parameters if not exempt(p)], "weight_decay": weight_decay},
+              {"params": [p for p in parameters if exempt(p)], "weight_decay": 0.0}]
+    return [group for group in groups if group["params"]]  # a network may have nothing to exempt
 
 
-def build_optimizer(cfg, parameters, steps_per_epoch: int, notify=True):
+def build_optimizer(cfg, model, steps_per_epoch: int, notify=True):
+    """The config's optimizer and schedule for ``model``'s parameters (the layers tell which are depthwise)."""
     opt_cfg = cfg["Optimizer"]
     sched = build_scheduler(cfg, steps_per_epoch, notify)
     decay = opt_cfg["weight_decay"]
-    groups = parameter_groups(parameters, decay, opt_cfg["no_decay_bn_bias"], opt_cfg["no_decay_depthwise"])
+    groups = parameter_groups(model, decay, opt_cfg["no_decay_bn_bias"], opt_cfg["no_decay_depthwise"])
     betas = {"beta1": opt_cfg["beta1"], "beta2": opt_cfg["beta2"], "epsilon": opt_cfg["epsilon"]}
     if opt_cfg["name"] == "AdamW":  # decoupled: each step shrinks weights by lr * weight_decay
         opt = paddle.optimizer.AdamW(sched, parameters=groups, weight_decay=decay, **betas)

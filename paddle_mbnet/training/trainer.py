@@ -238,7 +238,7 @@ def _build(cfg, device, rank0, world) -> dict:
         model = paddle.jit.to_static(model)
     if world > 1:
         model = paddle.DataParallel(model)
-    optimizer, scheduler = build_optimizer(cfg, model.parameters(), len(train_loader), notify=rank0)
+    optimizer, scheduler = build_optimizer(cfg, model, len(train_loader), notify=rank0)
     use_amp = glob_cfg["amp"] and device.startswith("gpu")
     if glob_cfg["amp"] and not use_amp and rank0:
         print("paddle_mbnet: Global.amp needs a GPU; training in float32", file=sys.stderr)
