@@ -5,9 +5,9 @@ import paddle.nn.functional as F
 import pytest
 
 import paddle_mbnet as pm
+from paddle_mbnet.models.layers import DepthwiseConv2D
 from paddle_mbnet.training import loop, optim
 from paddle_mbnet.training.config import load_config
-from paddle_mbnet.models.layers import DepthwiseConv2D
 from paddle_mbnet.training.ema import ModelEma
 
 STEPS_PER_EPOCH = 10
@@ -84,7 +84,7 @@ def test_no_decay_groups(name, no_decay_bn_bias, no_decay_depthwise):
 def test_depthwise_filters_are_those_of_the_depthwise_layers(name, count):
     model = pm.build_model(name, num_classes=10, **({"scale": 0.25} if name.startswith("mobilenet") else {}))
     expected = {id(layer.weight) for layer in model.sublayers() if isinstance(layer, DepthwiseConv2D)}
-    assert optim.depthwise_filters(model) == expected and len(expected) == count  # one per row of the tables
+    assert optim.depthwise_filters(model) == expected and len(expected) == count  # V1: 13 separable layers; V2: 17 blocks
 
 
 def test_a_full_conv_reading_one_channel_is_no_depthwise_conv():

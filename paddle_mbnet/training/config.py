@@ -164,8 +164,9 @@ HELP = {
     "Optimizer.label_smoothing": "label smoothing of the cross-entropy (0.1 = 10 % of the target spread over "
                                  "all classes)",
     "Optimizer.no_decay_bn_bias": "exempt BatchNorm parameters and biases (every 1-D parameter) from weight decay",
-    "Optimizer.no_decay_depthwise": "exempt depthwise convolution filters (`[C, 1, k, k]`) from weight decay, as "
-                                    "the MobileNetV1 paper advises (Sec. 3.2: they hold few parameters)",
+    "Optimizer.no_decay_depthwise": "exempt the depthwise convolutions' filters (`groups` = input channels) from "
+                                    "weight decay, as the MobileNetV1 paper advises (Sec. 3.2: they hold few "
+                                    "parameters)",
     "DataLoader.data_file": "cifar-10-python.tar.gz; empty = download with paddle.vision",
     "DataLoader.batch_size": "images per step (per GPU when distributed)",
     "DataLoader.num_workers": "data-loading worker processes",
