@@ -128,10 +128,10 @@ def test_a_resumed_epoch_keeps_its_image_size_when_the_run_gets_longer(archive, 
     assert "image sizes, from the next whole epoch on" in capsys.readouterr().err
 
 
-def test_a_checkpoint_without_the_epochs_size_says_the_resumed_epoch_takes_the_new_one(archive, tmp_path,
-                                                                                      monkeypatch, capsys):
-    """A stop checkpoint written before epochs kept their size holds none: the resumed epoch takes the new
-    schedule's size, and the notice says so."""
+def test_a_checkpoint_without_the_epochs_size_finishes_that_epoch_at_the_size_it_began_with(archive, tmp_path,
+                                                                                          monkeypatch, capsys):
+    """A stop checkpoint written before checkpoints kept the epoch's size holds none: the size comes from the
+    schedule the checkpoint was saved under, so the resumed epoch does not switch sizes half-way."""
     out = str(tmp_path)
     _stop_mid_progressive_run(archive, out, monkeypatch)
     path = os.path.join(out, "last.pdckpt")
@@ -140,8 +140,8 @@ def test_a_checkpoint_without_the_epochs_size_says_the_resumed_epoch_takes_the_n
     paddle.save(ckpt, path)
     capsys.readouterr()
     sizes = _resume_longer_recording_sizes(out, monkeypatch)
-    assert sizes == [24] * 2 + [28] * 4 + [32] * 4
-    assert "image sizes, from this resumed epoch on" in capsys.readouterr().err
+    assert sizes == [32] * 2 + [28] * 4 + [32] * 4
+    assert "image sizes, from the next whole epoch on" in capsys.readouterr().err
 
 
 def test_a_stop_on_the_step_that_ends_a_step_budget_keeps_that_epoch(archive, tmp_path, monkeypatch):

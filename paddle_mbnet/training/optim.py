@@ -62,7 +62,7 @@ def depthwise_filters(model) -> set:
             if isinstance(layer, paddle.nn.Conv2D) and layer._groups > 1 and layer._groups == layer._in_channels}
 
 
-def parameter_groups(model, weight_decay: float, no_decay_bn_bias: bool, no_decay_depthwise: bool = False):
+def parameter_groups(model, weight_decay: float, no_decay_bn_bias: bool, no_decay_depthwise: bool):
     """All parameters in one group, or a second group without weight decay holding (as timm's
     ``param_groups_weight_decay``) the 1-D ones, i.e. BatchNorm scales and shifts and biases, and/or (as the
     MobileNetV1 paper advises: they hold few parameters) the depthwise filters."""

@@ -292,6 +292,10 @@ def _restore(run, cfg):
     run["resume_rng"] = ckpt.get("rng") if state.batches_done else None
     # .get: an older version's stop checkpoint holds no sums; its resumed epoch counts the later batches only
     run["partial"] = dict(ckpt.get("partial_epoch") or {}) if state.batches_done else {}
+    if state.batches_done and "image_size" not in run["partial"]:
+        # written before stop checkpoints kept their epoch's size: the size it began with, by the saved schedule
+        saved = {**cfg, "Global": {**cfg["Global"], "epochs": ckpt["config"]["Global"]["epochs"]}}
+        run["partial"]["image_size"] = _epoch_image_size(run, saved, state.epoch)
     history = []
     metrics_path = os.path.join(run["out"], "metrics.json")
     if os.path.isfile(metrics_path):
@@ -301,10 +305,7 @@ def _restore(run, cfg):
         where = f", {state.batches_done} batches into epoch {state.epoch + 1}" if state.batches_done else ""
         print(f"resumed from {ckpt['path']}: epoch {state.epoch}, step {state.step}{where}")
         if "Global.epochs" in ckpt["changed_keys"]:
-            # a checkpoint from before epochs kept their size mid-way holds none: its resumed epoch takes the new one
-            keeps_size = "image_size" in run["partial"] or not state.batches_done
-            sizes = ("; so are progressive resizing's image sizes, from "
-                     f"{'the next whole epoch' if keeps_size else 'this resumed epoch'} on"
+            sizes = ("; so are progressive resizing's image sizes, from the next whole epoch on"
                      if cfg["DataLoader"]["progressive_min_size"] else "")
             print(f"paddle_mbnet: Global.epochs {ckpt['config']['Global']['epochs']} -> {cfg['Global']['epochs']}: "
                   f"the learning-rate schedule is rebuilt for the new length and continues from step {state.step}"
