@@ -41,7 +41,7 @@ GROUPS = {
                "Arch.scale=0.25", "Global.seed=3", "Optimizer.label_smoothing=0.1", "Optimizer.no_decay_bn_bias=true",
                "Optimizer.no_decay_depthwise=true",
                "DataLoader.num_workers=0", "DataLoader.cutout=8", "DataLoader.crop_padding=2",
-               "DataLoader.flip=alternate", "Global.output_dir={tmp}/recipe"],
+               "DataLoader.flip=alternate", "Global.output_dir={tmp}/recipe", "Global.log_interval=2"],
 }
 
 
@@ -84,6 +84,8 @@ def test_recipe_keys_through_the_cli_then_resume(workdir):
     assert summary["eval_weights"] == "ema" and 0 <= summary["test_acc_tta_at_best"] <= 1
     proc = run_tool("train.py", *sum((["-o", t] for t in _overrides("resume", workdir)), []))
     assert "resumed from" in proc.stdout
+    # a setting the resume takes over from the command line, not from the saved run, is named with both values
+    assert "settings changed from the run's saved config: Global.log_interval 1 -> 2\n" in proc.stderr, proc.stderr
     _check_run(os.path.join(workdir[0], "recipe"), epochs=2)
 
 

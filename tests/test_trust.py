@@ -15,7 +15,7 @@ from helpers import ROOT, run_tool
 
 from paddle_mbnet.errors import CheckpointError, ConfigError, DataError
 from paddle_mbnet.training import loop, rundir, trainer
-from paddle_mbnet.training.config import load_config, load_resume_config
+from paddle_mbnet.training.config import check_resumable, load_config, load_resume_config
 from paddle_mbnet.training.data import write_tiny_cifar10
 
 
@@ -445,3 +445,17 @@ def test_a_gpu_run_is_evaluated_on_a_machine_without_one(uninterrupted, capsys):
         pytest.skip("this machine has a GPU")
     cfg, model, _ = trainer.load_run(uninterrupted, ["Global.device=gpu"])
     assert cfg["Global"]["device"] == "cpu" and "using the CPU" in capsys.readouterr().err
+
+
+def test_a_resume_names_each_setting_it_takes_from_the_command_line_instead_of_the_saved_run(capsys):
+    """Resuming with -c takes the YAML's values of the safe keys: a data file the run was started with would
+    change back to the download without a word."""
+    saved = load_config(None, ["DataLoader.data_file=/data/cifar.tar.gz", "Global.epochs=1"])
+    del saved["Optimizer"]["no_decay_depthwise"]  # a run saved before the key existed
+    requested = load_config(None, ["Global.resume=out", "Global.epochs=2", "Optimizer.no_decay_depthwise=true"])
+    with pytest.raises(ConfigError, match="Optimizer.no_decay_depthwise"):
+        check_resumable(saved, requested)  # the schema default stands in for the missing key, and differs
+    requested["Optimizer"]["no_decay_depthwise"] = False
+    trainer._print_changed_settings(saved, requested, check_resumable(saved, requested))
+    assert capsys.readouterr().err == ("paddle_mbnet: resuming with settings changed from the run's saved config: "
+                                       "DataLoader.data_file '/data/cifar.tar.gz' -> ''\n")

@@ -43,7 +43,7 @@ from .checkpoint import (
     save_checkpoint,
     write_then_rename,
 )
-from .config import apply_overrides, check_own_directory, check_resumable, resolve_threads, save_config
+from .config import SCHEMA, apply_overrides, check_own_directory, check_resumable, resolve_threads, save_config
 from .data import Batches, build_datasets, eval_loader, stop_like_ctrl_c, train_image_size
 from .ema import ModelEma
 from .loop import STOP, evaluate, train_one_epoch
@@ -311,7 +311,24 @@ def _restore(run, cfg):
                   f"the learning-rate schedule is rebuilt for the new length and continues from step {state.step}"
                   f"{sizes}",
                   file=sys.stderr)
+        _print_changed_settings(ckpt["config"], cfg, ckpt["changed_keys"])
     return state, history
+
+
+def _print_changed_settings(saved, cfg, changed):
+    """One line naming the settings (other than the epochs, noticed above) this resume takes over from the
+    command line instead of the run's saved config: with -c, the YAML's values count, so a data file or thread
+    count the run was started with can change without the user having asked for it."""
+    shown = []
+    for name in changed:
+        if name in ("Global.resume", "Global.epochs"):
+            continue
+        section, key = name.split(".")
+        before = saved.get(section, {}).get(key, SCHEMA[section][key])  # a key newer than the run: its default
+        shown.append(f"{name} {before!r} -> {cfg[section][key]!r}")
+    if shown:
+        print(f"paddle_mbnet: resuming with settings changed from the run's saved config: {'; '.join(shown)}",
+              file=sys.stderr)
 
 
 def _load_states(run, ckpt) -> None:
