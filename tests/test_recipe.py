@@ -84,7 +84,8 @@ def test_no_decay_groups(name, no_decay_bn_bias, no_decay_depthwise):
 def test_depthwise_filters_are_those_of_the_depthwise_layers(name, count):
     model = pm.build_model(name, num_classes=10, **({"scale": 0.25} if name.startswith("mobilenet") else {}))
     expected = {id(layer.weight) for layer in model.sublayers() if isinstance(layer, DepthwiseConv2D)}
-    assert optim.depthwise_filters(model) == expected and len(expected) == count  # V1: 13 separable layers; V2: 17 blocks
+    # V1: one per separable layer of Table 1 (13); V2: one per inverted-residual block (17)
+    assert optim.depthwise_filters(model) == expected and len(expected) == count
 
 
 def test_a_full_conv_reading_one_channel_is_no_depthwise_conv():
